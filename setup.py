@@ -1,0 +1,31 @@
+"""Packaging for tradebot: the package, the admin command and the twistd plugin."""
+
+from setuptools import setup
+
+setup(
+    name="tradebot",
+    version="0.1.0",
+    description="A self-hosted auto-trading server for MetaTrader 5 accounts, streamed over websockets.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=["tradebot", "twisted.plugins"],
+    package_data={"tradebot": ["plans/*.toml"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted >= 23.10",
+        "autobahn[twisted] >= 23.1",
+        "treq >= 23.11",
+        "attrs >= 23.1",
+        "SQLAlchemy >= 2.0",
+        "numpy >= 1.24",
+        'tomli >= 2.0; python_version < "3.11"',
+    ],
+    extras_require={
+        "mt5": ['MetaTrader5 >= 5.0.45; sys_platform == "win32"'],
+        "test": ["pytest >= 7", "pytest-twisted >= 1.14"],
+        "postgres": ["psycopg[binary] >= 3.1"],
+    },
+    entry_points={"console_scripts": ["tradebot = tradebot.cli:main"]},
+)

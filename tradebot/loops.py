@@ -1,0 +1,630 @@
+"""
+Trading sessions: one service per account, owning its loops.
+
+An `AccountSession` runs two `LoopingCall`s for one account:
+
+- the signal loop, every signal interval while the session is active (a
+  connection streams, or the account is always-on) and has room for a trade:
+  checks each symbol without an open trade for a signal, and places the trade;
+- the monitor loop, every monitor interval while a trade is live: reports each
+  open trade with its current price, and records and reports each one that
+  closed.
+
+Connections are *attached* (open) and may be *streaming* (sent ping). Messages
+go to the streaming ones, each encoded and framed once for all of them. A
+completion is stored before any client sees it; one that no connection
+received is delivered when a connection next starts streaming.
+
+`SessionManager` is the parent service: it creates a session when an account's
+first connection arrives, resumes at start-up every account with a live trade
+(or set always-on), and drops sessions that have nothing left to do.
+
+The order of a placement never changes: the intent is recorded (a pending
+trade with the comment its order carries), the order is sent, the fill is
+recorded. A pending trade whose outcome is unknown (the order call failed, or
+the server stopped) is looked up at the broker by its comment before anything
+else is done with it, so no signal is ever traded twice.
+"""
+
+from decimal import Decimal
+from typing import Callable, Dict, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from tradebot import messages, records
+from tradebot.broker import BUY, ClosedPosition, OrderRefused, OrderRequest, Position, to_cents
+from tradebot.records import Account, TradeRecord
+
+
+class Subscriber:
+    """What a session needs of a connection (the websocket protocol in
+    production, a recorder in tests)."""
+
+    def send_frame(self, frame) -> None:
+        """Write one encoded message."""
+        raise NotImplementedError
+
+
+@defer.inlineCallbacks
+def _guarded(log, what: str, fn, *args):
+    """Run a loop body and log, never raise, any error: a `LoopingCall` whose
+    body fails stops for good."""
+    try:
+        yield defer.ensureDeferred(fn(*args))
+    except Exception:
+        log.failure("{what} failed; the loop carries on", what=what)
+
+
+class _Loop:
+    """A restartable `LoopingCall` around a guarded body.
+
+    Each start makes a new LoopingCall, so a body still under way from before
+    a stop can never schedule a second round beside the new one."""
+
+    def __init__(self, log, what: str, body, clock):
+        self._log = log
+        self._what = what
+        self._body = body
+        self._clock = clock
+        self._call: Optional[LoopingCall] = None
+
+    @property
+    def running(self) -> bool:
+        return self._call is not None and self._call.running
+
+    def start(self, interval: float, now: bool) -> None:
+        call = LoopingCall(_guarded, self._log, self._what, self._body)
+        call.clock = self._clock
+        self._call = call
+        call.start(interval, now=now).addErrback(
+            lambda f: self._log.failure("{what} loop ended", f, what=self._what)
+        )
+
+    def stop(self) -> None:
+        if self.running:
+            self._call.stop()
+
+
+class AccountSession(Service):
+    """The trading session of one account, shared by all its connections."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        account: Account,
+        store,
+        broker,
+        market,
+        strategy,
+        plans,
+        clock,
+        signal_interval: float,
+        monitor_interval: float,
+        encode: Callable[[dict], object] = messages.encode,
+        on_idle: Optional[Callable[[], None]] = None,
+    ):
+        self.name = f"account-{account.id}"
+        self.account = account
+        self._store = store
+        self._broker = broker
+        self._market = market
+        self._strategy = strategy
+        self._plans = plans
+        self._clock = clock
+        self._signal_interval = signal_interval
+        self._monitor_interval = monitor_interval
+        self._encode = encode
+
+        self._attached = set()
+        # streaming connection -> ids of the events it has been sent
+        self._streaming: Dict[object, set] = {}
+        # live trades (pending or open), by id
+        self._trades: Dict[int, TradeRecord] = {}
+        # the latest message 2 of each open trade, for a connection that starts streaming
+        self._latest_report: Dict[int, dict] = {}
+        self._placing: set = set()  # trade ids whose order call is under way
+        self._unknown: set = set()  # trade ids whose order outcome is unknown
+        self._checking = False
+        self._ready = False
+        self.ready = defer.Deferred()
+
+        self._on_idle = on_idle
+        self._signal_loop = _Loop(self._log, "signal check", self._check_signals, clock)
+        self._monitor_loop = _Loop(self._log, "trade monitor", self._monitor, clock)
+
+    # -- service -----------------------------------------------------------
+
+    def startService(self):
+        """Load the account's live trades and start watching them; `ready`
+        fires when done."""
+        super().startService()
+        d = defer.ensureDeferred(self._load())
+
+        def _loaded(_):
+            self._ready = True
+            self._update_loops()
+            return self
+
+        def _failed(failure):
+            self._log.failure("session {name} could not load its trades", failure, name=self.account.name)
+            self._ready = True
+            self._update_loops()
+            return self
+
+        d.addCallbacks(_loaded, _failed)
+        d.chainDeferred(self.ready)
+
+    async def _load(self):
+        for trade in await self._store.live_trades(self.account.id):
+            self._trades[trade.id] = trade
+            if trade.status == records.PENDING:
+                self._unknown.add(trade.id)
+        if self._trades:
+            self._log.info(
+                "account {name}: resuming {n} live trade(s)",
+                name=self.account.name,
+                n=len(self._trades),
+            )
+
+    def stopService(self):
+        """Stop both loops; live trades stay recorded for the next start."""
+        super().stopService()
+        self._signal_loop.stop()
+        self._monitor_loop.stop()
+
+    # -- connections ---------------------------------------------------------
+
+    def attach(self, connection) -> None:
+        """An open connection of this account; it gets nothing until it streams."""
+        self._attached.add(connection)
+
+    def detach(self, connection) -> None:
+        """A connection closed."""
+        self._attached.discard(connection)
+        self._streaming.pop(connection, None)
+        self._update_loops()
+
+    def start_streaming(self, connection):
+        """Send this connection the session's messages from now on (ping).
+        It gets the open trades and any undelivered completion at once.
+        Returns a Deferred that fires when the catch-up has been sent."""
+        if connection in self._streaming:
+            return defer.succeed(None)
+        self._attached.add(connection)
+        self._streaming[connection] = set()
+        for report in list(self._latest_report.values()):
+            connection.send_frame(self._encode(report))
+        d = _guarded(self._log, "delivering stored completions", self._deliver_pending, connection)
+        d.addCallback(lambda _: self._update_loops())
+        return d
+
+    def stop_streaming(self, connection) -> None:
+        """Send this connection nothing more until its next ping (stop)."""
+        self._streaming.pop(connection, None)
+        self._update_loops()
+
+    @property
+    def streaming_count(self) -> int:
+        """How many connections stream this session."""
+        return len(self._streaming)
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is attached, nothing is live and the account does
+        not trade alone: the session may be dropped."""
+        return not self._attached and not self._trades and not self.account.always_on
+
+    @property
+    def live_trades(self):
+        """The live trade records, by id."""
+        return dict(self._trades)
+
+    async def _deliver_pending(self, connection):
+        pending = await self._store.pending_events(self.account.id)
+        sent = self._streaming.get(connection)
+        if sent is None:
+            return
+        delivered = []
+        for event in pending:
+            if event.id not in sent:
+                sent.add(event.id)
+                connection.send_frame(self._encode(event.payload))
+            delivered.append(event.id)
+        if delivered:
+            await self._store.mark_delivered(delivered)
+
+    # -- publishing ----------------------------------------------------------
+
+    def _publish(self, message: dict) -> int:
+        """Send a message to every streaming connection, framed once; returns
+        how many it went to."""
+        if not self._streaming:
+            return 0
+        frame = self._encode(message)
+        for connection in list(self._streaming):
+            self._send(connection, frame)
+        return len(self._streaming)
+
+    def _send(self, connection, frame) -> None:
+        try:
+            connection.send_frame(frame)
+        except Exception:
+            self._log.failure("sending to a connection of {name} failed", name=self.account.name)
+
+    async def _publish_event(self, event_id: int, payload: dict):
+        frame = None
+        for connection, sent in list(self._streaming.items()):
+            if event_id in sent:
+                continue
+            sent.add(event_id)
+            frame = frame or self._encode(payload)
+            self._send(connection, frame)
+        if frame is not None:
+            await self._store.mark_delivered([event_id])
+
+    # -- loop control --------------------------------------------------------
+
+    @property
+    def _active(self) -> bool:
+        return bool(self._streaming) or (self.account.always_on and not self.account.revoked)
+
+    @property
+    def _has_room(self) -> bool:
+        return len(self._trades) < self.account.max_open_trades
+
+    def _update_loops(self) -> None:
+        """Start or stop each loop to match what the session has to do."""
+        running = self.running and self._ready
+        want_signals = running and self._active and self._has_room
+        if want_signals and not self._signal_loop.running:
+            self._signal_loop.start(self._signal_interval, now=True)
+        elif not want_signals and self._signal_loop.running:
+            self._signal_loop.stop()
+        want_monitor = running and bool(self._trades)
+        if want_monitor and not self._monitor_loop.running:
+            self._monitor_loop.start(self._monitor_interval, now=False)
+        elif not want_monitor and self._monitor_loop.running:
+            self._monitor_loop.stop()
+        if running and self.idle and self._on_idle is not None:
+            self._clock.callLater(0, self._on_idle)
+
+    # -- signals and placement -------------------------------------------------
+
+    async def _check_signals(self):
+        if self._checking:
+            return
+        self._checking = True
+        try:
+            account = await self._store.account_by_id(self.account.id)
+            if account is not None:
+                self.account = account
+            busy = {t.symbol for t in self._trades.values()}
+            for symbol in self.account.symbols:
+                if not (self._active and self._has_room and self.running):
+                    break
+                if symbol in busy:
+                    continue
+                self._publish(messages.checking(symbol))
+                try:
+                    spec = await self._broker.symbol(symbol)
+                    signal = await self._market.signal(self._broker, symbol, spec, self._strategy)
+                except Exception:
+                    self._log.failure("signal check of {symbol} failed", symbol=symbol)
+                    continue
+                if signal is None:
+                    continue
+                self._publish(messages.signal(signal.side, symbol))
+                if await self._place(symbol, spec, signal):
+                    busy.add(symbol)
+        finally:
+            self._checking = False
+            self._update_loops()
+
+    async def _place(self, symbol, spec, signal) -> bool:
+        """Size, record and send the order for a signal; True if it opened."""
+        account = self.account
+        try:
+            tick = await self._broker.tick(symbol)
+            entry = tick.ask if signal.side == BUY else tick.bid
+            direction = 1 if signal.side == BUY else -1
+            stop_loss = spec.round_price(entry - direction * signal.stop_distance)
+            take_profit = spec.round_price(entry + direction * signal.take_distance)
+            loss_per_lot = -await self._broker.calc_profit(
+                signal.side, symbol, Decimal(1), entry, stop_loss
+            )
+            balance = await self._broker.balance()
+            plan = self._plans(account.plan)
+            lot = plan.lot_size(account.phase, account.step, balance, Decimal(loss_per_lot), spec)
+        except Exception as e:
+            self._log.failure("sizing a {side} trade on {symbol} failed", side=signal.side, symbol=symbol)
+            self._publish(messages.trade_not_placed(symbol, _reason(e)))
+            return False
+
+        trade = await self._store.record_intent(
+            account.id, symbol, signal.side, lot, stop_loss, take_profit, account.phase, account.step
+        )
+        self._trades[trade.id] = trade
+        self._placing.add(trade.id)
+        try:
+            position = await self._broker.open_position(
+                OrderRequest(
+                    symbol=symbol,
+                    side=signal.side,
+                    volume=lot,
+                    stop_loss=stop_loss,
+                    take_profit=take_profit,
+                    comment=trade.comment,
+                    magic=account.id,
+                )
+            )
+        except OrderRefused as e:
+            self._placing.discard(trade.id)
+            self._log.warn(
+                "account {name}: {side} {symbol} refused: {reason}",
+                name=account.name,
+                side=signal.side,
+                symbol=symbol,
+                reason=e.reason,
+            )
+            await self._store.mark_not_placed(trade.id, records.REFUSED, e.reason)
+            del self._trades[trade.id]
+            self._publish(messages.trade_not_placed(symbol, e.reason))
+            return False
+        except Exception:
+            self._placing.discard(trade.id)
+            self._unknown.add(trade.id)
+            self._log.failure(
+                "order for trade {id} has an unknown outcome; it will be looked up", id=trade.id
+            )
+            return False
+        self._placing.discard(trade.id)
+        await self._record_fill(trade, position)
+        self._publish(messages.trade_placed(symbol))
+        return True
+
+    async def _record_fill(self, trade: TradeRecord, position: Position):
+        self._trades[trade.id] = trade  # keep it live whatever the store says
+        opened = await self._store.mark_open(
+            trade.id,
+            position.ticket,
+            position.open_price,
+            position.volume,
+            position.stop_loss,
+            position.take_profit,
+            position.opened_at,
+        )
+        self._trades[trade.id] = opened
+        self._unknown.discard(trade.id)
+        self._log.info(
+            "account {name}: trade {id} opened, {side} {lot} {symbol} at {price} (ticket {ticket})",
+            name=self.account.name,
+            id=trade.id,
+            side=trade.side,
+            lot=position.volume,
+            symbol=trade.symbol,
+            price=position.open_price,
+            ticket=position.ticket,
+        )
+        return opened
+
+    # -- monitoring ------------------------------------------------------------
+
+    async def _monitor(self):
+        for trade in list(self._trades.values()):
+            if trade.id in self._placing:
+                continue
+            try:
+                if trade.status == records.PENDING:
+                    await self._reconcile(trade)
+                else:
+                    await self._watch(trade)
+            except Exception:
+                self._log.failure("watching trade {id} failed", id=trade.id)
+        self._update_loops()
+
+    async def _watch(self, trade: TradeRecord):
+        position = await self._broker.position(trade.ticket)
+        if position is not None:
+            report = messages.active_trade(
+                trade.id,
+                trade.symbol,
+                trade.side,
+                trade.stop_loss,
+                trade.take_profit,
+                trade.open_price,
+                trade.lot_size,
+                position.current_price,
+            )
+            self._latest_report[trade.id] = report
+            self._publish(report)
+            return
+        closed = await self._broker.closed_position(trade.ticket)
+        if closed is not None:
+            await self._complete(trade, closed)
+
+    async def _reconcile(self, trade: TradeRecord):
+        """Settle a pending trade from what the broker knows of its order."""
+        found = await self._broker.find_by_comment(trade.comment)
+        if found is None:
+            self._log.warn(
+                "account {name}: order of trade {id} was never filled; cancelled",
+                name=self.account.name,
+                id=trade.id,
+            )
+            await self._store.mark_not_placed(trade.id, records.CANCELLED, "order never filled")
+            del self._trades[trade.id]
+            self._unknown.discard(trade.id)
+            return
+        if isinstance(found, Position):
+            await self._record_fill(trade, found)
+            return
+        assert isinstance(found, ClosedPosition)
+        opened = await self._record_fill(
+            trade,
+            Position(
+                ticket=found.ticket,
+                symbol=found.symbol,
+                side=found.side,
+                volume=found.volume,
+                open_price=found.open_price,
+                stop_loss=trade.stop_loss,
+                take_profit=trade.take_profit,
+                current_price=found.close_price,
+                profit=found.profit,
+                opened_at=found.opened_at,
+                comment=found.comment,
+            ),
+        )
+        await self._complete(opened, found)
+
+    async def _complete(self, trade: TradeRecord, closed: ClosedPosition):
+        """Apply a closed trade's result: store it with the account's new
+        phase, step and balance, then tell the clients."""
+        account = self.account
+        result = records.PROFIT if closed.profit > 0 else records.LOSS
+        phase, step = self._plans(account.plan).next_position(account.phase, account.step, result)
+        balance = to_cents(await self._broker.balance())
+        payload = messages.trade_completed(
+            trade.id,
+            trade.symbol,
+            result,
+            phase,
+            step,
+            trade.lot_size,
+            trade.stop_loss,
+            trade.take_profit,
+            balance,
+            closed.profit,
+            closed.close_price,
+        )
+        completion = await self._store.complete_trade(
+            trade.id,
+            close_price=closed.close_price,
+            closed_at=closed.closed_at,
+            profit=closed.profit,
+            result=result,
+            close_reason=closed.reason,
+            phase_after=phase,
+            step_after=step,
+            balance_after=balance,
+            payload=payload,
+        )
+        self.account = completion.account
+        self._trades.pop(trade.id, None)
+        self._latest_report.pop(trade.id, None)
+        self._log.info(
+            "account {name}: trade {id} closed by {reason} at {price}, {result} {profit}; "
+            "balance {balance}, phase {phase} step {step}",
+            name=account.name,
+            id=trade.id,
+            reason=closed.reason,
+            price=closed.close_price,
+            result=result,
+            profit=closed.profit,
+            balance=completion.account.balance,
+            phase=completion.account.phase,
+            step=completion.account.step,
+        )
+        await self._publish_event(completion.event_id, completion.payload)
+        self._update_loops()
+
+
+def _reason(error: Exception) -> str:
+    """A short readable reason for a client, never a traceback."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:200]
+
+
+class SessionManager(MultiService):
+    """The parent of every account session: creates them on demand, resumes
+    the ones with live trades at start-up, drops idle ones."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        store,
+        backend,
+        market,
+        strategy,
+        plans,
+        clock,
+        signal_interval: float,
+        monitor_interval: float,
+        encode=messages.encode,
+    ):
+        super().__init__()
+        self._store = store
+        self._backend = backend
+        self._market = market
+        self._strategy = strategy
+        self._plans = plans
+        self._clock = clock
+        self._signal_interval = signal_interval
+        self._monitor_interval = monitor_interval
+        self.encode = encode
+        self._sessions: Dict[int, AccountSession] = {}
+        self.ready: Optional[defer.Deferred] = None
+
+    def startService(self):
+        """Start, and resume every account with a live trade or set
+        always-on; `ready` fires when they all run."""
+        super().startService()
+        self.ready = defer.ensureDeferred(self._resume())
+
+    async def _resume(self):
+        accounts = await self._store.accounts_to_resume()
+        for account in accounts:
+            await self.session_for(account)
+        if accounts:
+            self._log.info("resumed {n} account session(s)", n=len(accounts))
+
+    def session_for(self, account: Account, connection=None):
+        """Deferred[AccountSession]: the account's session, created and started
+        if it has none yet, with `connection` (if given) attached to it."""
+        session = self._sessions.get(account.id)
+        if session is None:
+            session = AccountSession(
+                account,
+                self._store,
+                self._backend.broker_for(str(account.id), account.balance),
+                self._market,
+                self._strategy,
+                self._plans,
+                self._clock,
+                self._signal_interval,
+                self._monitor_interval,
+                self.encode,
+                on_idle=lambda: self.release(account.id),
+            )
+            self._sessions[account.id] = session
+            if connection is not None:
+                session.attach(connection)
+            session.setServiceParent(self)
+        elif connection is not None:
+            session.attach(connection)
+        if session._ready:
+            return defer.succeed(session)
+        waiter = defer.Deferred()
+        session.ready.addBoth(lambda r: (waiter.callback(session), r)[1])
+        return waiter
+
+    def get(self, account_id: int) -> Optional[AccountSession]:
+        """The account's running session, if any."""
+        return self._sessions.get(account_id)
+
+    def release(self, account_id: int) -> None:
+        """Drop the account's session if it has nothing left to do."""
+        session = self._sessions.get(account_id)
+        if session is not None and session.idle and session._ready:
+            del self._sessions[account_id]
+            session.disownServiceParent()
+
+    @property
+    def sessions(self):
+        """The running sessions, by account id."""
+        return dict(self._sessions)

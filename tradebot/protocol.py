@@ -1,0 +1,249 @@
+"""
+The websocket protocol of ``/ws/check/premium/?TOKEN`` (docs/protocol.md).
+
+Client frames are text frames holding one JSON object:
+
+    {"msg": "ping"}   start streaming the account's session to this connection
+    {"msg": "stop"}   stop streaming; the connection stays open
+
+Anything else is answered with one ``invalid message`` error and the connection
+stays open. A binary frame is closed with 1003, a frame or message over the
+size limit with 1009 (by Autobahn), a client sending faster than the rate
+limit with 1008.
+
+The token is checked during the opening handshake: a missing, unknown or
+revoked token gets HTTP 403, any other path 404, and no websocket is opened.
+The protocol holds no trading logic: it attaches its connection to the
+account's session and writes what the session publishes.
+"""
+
+import json
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from tradebot import messages
+from tradebot.tokens import hash_token
+
+PREMIUM_PATHS = ("/ws/check/premium", "/ws/check/premium/")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+
+
+def token_from_uri(uri: str) -> str:
+    """The token of a request URI: the whole raw query string (``?abc123``), or
+    its ``token`` parameter (``?token=abc123``); "" when there is none."""
+    query = urlsplit(uri).query
+    if "=" in query:
+        return parse_qs(query).get("token", [""])[-1]
+    return unquote(query)
+
+
+class RateLimit:
+    """A token bucket: `rate` messages a second on average, bursts of `burst`."""
+
+    def __init__(self, clock, rate: float, burst: float):
+        self._clock = clock
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._last = clock.seconds()
+
+    def allow(self) -> bool:
+        """Take one token; False when the bucket is empty."""
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class PremiumProtocol(WebSocketServerProtocol):
+    """One client connection of one premium account."""
+
+    # Autobahn owns `.log`; ours is `_log`.
+    _log = Logger()
+
+    def __init__(self):
+        super().__init__()
+        self._account = None
+        self._session = None
+        self._wants_stream = False
+        self._rate = None
+        self._close_waiters = []
+
+    def close_for_shutdown(self):
+        """Deferred: close with 1001 (going away); fires once closed."""
+        waiter = defer.Deferred()
+        self._close_waiters.append(waiter)
+        self.sendClose(CLOSE_GOING_AWAY, "server shutting down")
+        return waiter
+
+    # -- handshake -----------------------------------------------------------
+
+    def onConnect(self, request):
+        """Accept the handshake only on the premium path with a live token."""
+        d = defer.ensureDeferred(self._authenticate(request))
+        d.addErrback(self._deny_logged)
+        return d
+
+    async def _authenticate(self, request):
+        if request.path not in PREMIUM_PATHS:
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "Not Found")
+        token = token_from_uri(self.http_request_uri)
+        if not token:
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Forbidden")
+        account = await self.factory.store.account_by_token_hash(hash_token(token))
+        if account is None:
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Forbidden")
+        self._account = account
+        return None
+
+    def _deny_logged(self, failure):
+        if not failure.check(ConnectionDeny):
+            self._log.failure("authenticating a connection failed", failure)
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "Service Unavailable")
+        return failure
+
+    def onOpen(self):
+        """Send message 1 and join the account's session."""
+        self._rate = RateLimit(self.factory.clock, self.factory.message_rate, self.factory.message_burst)
+        self.factory.connections.add(self)
+        self.sendMessage(messages.encode(messages.welcome(self._account.symbols)))
+        d = self.factory.sessions.session_for(self._account, self)
+        d.addCallbacks(self._joined, self._join_failed)
+
+    def _joined(self, session):
+        if self._account is None:  # closed meanwhile
+            session.detach(self)
+            return
+        self._session = session
+        if self._wants_stream:
+            return session.start_streaming(self)
+
+    def _join_failed(self, failure):
+        self._log.failure("connection could not join its session", failure)
+        self.sendClose(1011, "session unavailable")
+
+    # -- client frames ---------------------------------------------------------
+
+    def onMessage(self, payload, isBinary):
+        """Dispatch ping and stop; answer anything else with an error."""
+        if isBinary:
+            self.sendClose(CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted")
+            return
+        if not self._rate.allow():
+            self._log.info("closing a connection of {name}: too many messages", name=self._account.name)
+            self.sendClose(CLOSE_POLICY_VIOLATION, "too many messages")
+            return
+        command, error = parse_command(payload)
+        if error is not None:
+            self.sendMessage(messages.encode(messages.invalid_message(error)))
+            return
+        getattr(self, "handle_" + command)()
+
+    def handle_ping(self):
+        """Start streaming (again ping while streaming changes nothing)."""
+        self._wants_stream = True
+        if self._session is not None:
+            self._session.start_streaming(self)
+
+    def handle_stop(self):
+        """Stop streaming; the connection stays open."""
+        self._wants_stream = False
+        if self._session is not None:
+            self._session.stop_streaming(self)
+
+    def send_frame(self, frame):
+        """Write a message the session encoded once for all its connections."""
+        self.sendPreparedMessage(frame)
+
+    def onClose(self, wasClean, code, reason):
+        """Leave the session."""
+        self.factory.connections.discard(self)
+        for waiter in self._close_waiters:
+            waiter.callback(None)
+        self._close_waiters = []
+        if self._session is not None:
+            self._session.detach(self)
+        self._session = None
+        self._account = None
+
+
+def parse_command(payload: bytes):
+    """``(command, None)`` for a valid client frame, ``(None, error)`` otherwise."""
+    try:
+        frame = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, "not a JSON text"
+    if not isinstance(frame, dict):
+        return None, "expected a JSON object"
+    if "msg" not in frame:
+        return None, 'missing "msg"'
+    command = frame["msg"]
+    if command not in ("ping", "stop"):
+        return None, 'unknown "msg"; expected "ping" or "stop"'
+    return command, None
+
+
+class PremiumFactory(WebSocketServerFactory):
+    """Builds `PremiumProtocol`s with explicit limits (Autobahn's defaults
+    are unlimited) and frames each session message once."""
+
+    protocol = PremiumProtocol
+
+    def __init__(
+        self,
+        store,
+        sessions,
+        clock,
+        max_message_size: int = 4096,
+        message_rate: float = 10.0,
+        message_burst: float = 20.0,
+        auto_ping_interval: float = 30.0,
+        auto_ping_timeout: float = 20.0,
+        open_handshake_timeout: float = 10.0,
+    ):
+        super().__init__(server=None)
+        self.store = store
+        self.sessions = sessions
+        self.clock = clock
+        self.connections = set()
+        self.message_rate = message_rate
+        self.message_burst = message_burst
+        self.setProtocolOptions(
+            maxFramePayloadSize=max_message_size,
+            maxMessagePayloadSize=max_message_size,
+            autoPingInterval=auto_ping_interval,
+            autoPingTimeout=auto_ping_timeout,
+            openHandshakeTimeout=open_handshake_timeout,
+            closeHandshakeTimeout=5,
+            allowNullOrigin=True,
+        )
+
+    def close_all(self, timeout: float = 3.0):
+        """Deferred: every open connection closed with 1001, those that do not
+        finish the closing handshake in `timeout` seconds dropped."""
+        closing = []
+        for connection in list(self.connections):
+            timer = self.clock.callLater(timeout, _drop_if_open, connection)
+            closed = connection.close_for_shutdown()
+            closed.addBoth(lambda _, t=timer: t.active() and t.cancel())
+            closing.append(closed)
+        return defer.DeferredList(closing)
+
+    def prepare(self, message: dict):
+        """Encode and frame `message` once, for many connections."""
+        return self.prepareMessage(messages.encode(message))
+
+
+def _drop_if_open(connection):
+    if connection.transport is not None and connection.state != connection.STATE_CLOSED:
+        connection.dropConnection(abort=True)

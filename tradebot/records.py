@@ -1,0 +1,94 @@
+"""
+The stored records as plain attrs values: what the store returns, never a live
+database row.
+"""
+
+from decimal import Decimal
+from typing import Optional, Tuple
+
+import attrs
+
+#: Trade statuses. A trade is "live" (watched by its session) while pending or open.
+PENDING = "pending"
+OPEN = "open"
+CLOSED = "closed"
+REFUSED = "refused"
+CANCELLED = "cancelled"
+LIVE_STATUSES = (PENDING, OPEN)
+
+PROFIT = "profit"
+LOSS = "loss"
+
+
+@attrs.frozen
+class Account:
+    """A premium account: who trades which symbols under which plan."""
+
+    id: int
+    name: str
+    symbols: Tuple[str, ...]
+    plan: str
+    phase: int
+    step: int
+    balance: Decimal
+    max_open_trades: int
+    always_on: bool
+    revoked: bool
+    created_at: float
+
+
+@attrs.frozen
+class TradeRecord:
+    """One trade, from the recorded intent to its result."""
+
+    id: int
+    account_id: int
+    symbol: str
+    side: str
+    status: str
+    comment: Optional[str]
+    ticket: Optional[int]
+    lot_size: Decimal
+    stop_loss: Decimal
+    take_profit: Decimal
+    open_price: Optional[Decimal]
+    close_price: Optional[Decimal]
+    profit: Optional[Decimal]
+    result: Optional[str]
+    close_reason: Optional[str]
+    phase: int
+    step: int
+    phase_after: Optional[int]
+    step_after: Optional[int]
+    balance_after: Optional[Decimal]
+    error: Optional[str]
+    created_at: float
+    opened_at: Optional[float]
+    closed_at: Optional[float]
+
+    @property
+    def live(self) -> bool:
+        """True while the trade's session must watch it."""
+        return self.status in LIVE_STATUSES
+
+
+@attrs.frozen
+class Completion:
+    """What closing a trade stored: the closed trade, the account after the
+    result was applied, and the id of the event that carries message 3."""
+
+    trade: TradeRecord
+    account: Account
+    event_id: int
+    payload: dict
+    already_recorded: bool = False
+
+
+@attrs.frozen
+class PendingEvent:
+    """A message an account's clients must still receive."""
+
+    id: int
+    account_id: int
+    trade_id: Optional[int]
+    payload: dict

@@ -1,0 +1,115 @@
+"""
+The database schema (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+
+Money and prices are stored exactly: `ExactDecimal` keeps a Decimal as NUMERIC on
+PostgreSQL and as its decimal text on SQLite (which has no exact numeric type).
+"""
+
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData()
+
+
+class ExactDecimal(TypeDecorator):
+    """A Decimal column that never passes through a float."""
+
+    impl = sa.Numeric(28, 10)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(40))
+        return dialect.type_descriptor(sa.Numeric(28, 10, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = Decimal(value)
+        return format(value, "f") if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return _plain(Decimal(value))
+
+
+def _plain(value: Decimal) -> Decimal:
+    """`value` without trailing zeros and without an exponent (1E+4 -> 10000)."""
+    value = value.normalize()
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value
+
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), unique=True),  # NULL once revoked
+    sa.Column("symbols", sa.String(1000), nullable=False),  # comma-separated
+    sa.Column("plan", sa.String(200), nullable=False),
+    sa.Column("phase", sa.Integer, nullable=False, default=1),
+    sa.Column("step", sa.Integer, nullable=False, default=1),
+    sa.Column("balance", ExactDecimal, nullable=False),
+    sa.Column("max_open_trades", sa.Integer, nullable=False, default=1),
+    sa.Column("always_on", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+trades = sa.Table(
+    "trades",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("side", sa.String(4), nullable=False),
+    # pending: intent recorded, order not confirmed; open; closed; refused;
+    # cancelled: a pending order the broker never filled.
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("comment", sa.String(32)),
+    sa.Column("ticket", sa.BigInteger),
+    sa.Column("lot_size", ExactDecimal, nullable=False),
+    sa.Column("stop_loss", ExactDecimal, nullable=False),
+    sa.Column("take_profit", ExactDecimal, nullable=False),
+    sa.Column("open_price", ExactDecimal),
+    sa.Column("close_price", ExactDecimal),
+    sa.Column("profit", ExactDecimal),
+    sa.Column("result", sa.String(6)),
+    sa.Column("close_reason", sa.String(10)),
+    sa.Column("phase", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("phase_after", sa.Integer),
+    sa.Column("step_after", sa.Integer),
+    sa.Column("balance_after", ExactDecimal),
+    sa.Column("error", sa.String(500)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("opened_at", sa.Float),
+    sa.Column("closed_at", sa.Float),
+    sa.Index("ix_trades_account_status", "account_id", "status"),
+)
+
+# Messages a client must still receive: a completion that happened while no
+# connection of the account was streaming.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("trade_id", sa.Integer, sa.ForeignKey("trades.id")),
+    sa.Column("payload", sa.Text, nullable=False),  # the message, as JSON
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float),
+    sa.Index("ix_events_account_delivered", "account_id", "delivered_at"),
+)
+
+# Documents a broker backend keeps for itself (the paper broker's accounts,
+# positions and market), keyed by backend and key, as JSON text.
+broker_state = sa.Table(
+    "broker_state",
+    metadata,
+    sa.Column("backend", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

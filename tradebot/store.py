@@ -1,0 +1,556 @@
+"""
+Persistence: accounts, trades, undelivered events and broker state.
+
+Every operation is a ``thd_*`` function that takes a SQLAlchemy connection inside
+a transaction and returns plain attrs records (never a live row). `Store` runs
+them on a dedicated, bounded thread pool and returns Deferreds, so the reactor
+thread never touches the database; `SyncStore` runs the same functions in the
+caller's thread, for the admin command. SQLite runs in WAL mode with a busy
+timeout so the server and the admin command can share one file.
+"""
+
+import json
+import time
+from decimal import Decimal
+from typing import Iterable, List, Optional, Tuple
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from tradebot import records
+from tradebot.records import Account, Completion, PendingEvent, TradeRecord
+from tradebot.schema import accounts, broker_state, events, metadata, trades
+
+DEFAULT_DB_URL = "sqlite:///tradebot.sqlite"
+
+_log = Logger()
+
+
+class StoreError(Exception):
+    """A store operation was refused; the message says why."""
+
+
+class DuplicateAccount(StoreError):
+    """An account with that name exists already."""
+
+
+class UnknownAccount(StoreError):
+    """No account has that name."""
+
+
+def make_engine(url: str) -> sa.engine.Engine:
+    """An engine for `url`. SQLite files get WAL, a busy timeout and foreign
+    keys, and no connection pool (each use opens the file)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _is_locked(error: OperationalError) -> bool:
+    return "database is locked" in str(error) or "database is busy" in str(error)
+
+
+def run_in_transaction(engine, fn, *args, **kwargs):
+    """Run ``fn(conn, *args, **kwargs)`` in one transaction and return its
+    result, retrying with back-off while SQLite reports the file locked."""
+    delay = 0.05
+    for attempt in range(8):
+        try:
+            with engine.begin() as conn:
+                return fn(conn, *args, **kwargs)
+        except OperationalError as e:
+            if not _is_locked(e) or attempt == 7:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+# -- rows to records ----------------------------------------------------------
+
+
+def _account(row) -> Account:
+    return Account(
+        id=row.id,
+        name=row.name,
+        symbols=tuple(s for s in row.symbols.split(",") if s),
+        plan=row.plan,
+        phase=row.phase,
+        step=row.step,
+        balance=row.balance,
+        max_open_trades=row.max_open_trades,
+        always_on=bool(row.always_on),
+        revoked=row.token_hash is None,
+        created_at=row.created_at,
+    )
+
+
+def _trade(row) -> TradeRecord:
+    return TradeRecord(**{c.name: getattr(row, c.name) for c in trades.columns})
+
+
+def _one_account(conn, where) -> Optional[Account]:
+    row = conn.execute(sa.select(accounts).where(where)).first()
+    return _account(row) if row else None
+
+
+def _trade_by_id(conn, trade_id: int) -> TradeRecord:
+    return _trade(conn.execute(sa.select(trades).where(trades.c.id == trade_id)).one())
+
+
+# -- accounts -----------------------------------------------------------------
+
+
+def thd_create_schema(conn) -> None:
+    """Create any missing table."""
+    metadata.create_all(conn)
+
+
+def thd_add_account(
+    conn, name, symbols, balance, plan, max_open_trades, always_on, token_hash, now
+) -> Account:
+    """Create an account; raises `DuplicateAccount`."""
+    if conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).first():
+        raise DuplicateAccount(f"an account named {name!r} exists already")
+    try:
+        result = conn.execute(
+            accounts.insert().values(
+                name=name,
+                token_hash=token_hash,
+                symbols=",".join(symbols),
+                plan=plan,
+                phase=1,
+                step=1,
+                balance=Decimal(balance),
+                max_open_trades=max_open_trades,
+                always_on=always_on,
+                created_at=now,
+            )
+        )
+    except IntegrityError:
+        raise DuplicateAccount(f"an account named {name!r} exists already")
+    return _one_account(conn, accounts.c.id == result.inserted_primary_key[0])
+
+
+def thd_account_by_token_hash(conn, token_hash: str) -> Optional[Account]:
+    """The account whose live token hashes to `token_hash`, or None."""
+    return _one_account(conn, accounts.c.token_hash == token_hash)
+
+
+def thd_account_by_name(conn, name: str) -> Optional[Account]:
+    """The account called `name`, or None."""
+    return _one_account(conn, accounts.c.name == name)
+
+
+def thd_account_by_id(conn, account_id: int) -> Optional[Account]:
+    """The account with this id, or None."""
+    return _one_account(conn, accounts.c.id == account_id)
+
+
+def thd_list_accounts(conn) -> List[Account]:
+    """Every account, by name."""
+    return [_account(r) for r in conn.execute(sa.select(accounts).order_by(accounts.c.name))]
+
+
+def thd_set_token_hash(conn, name: str, token_hash: Optional[str]) -> Account:
+    """Replace an account's token hash (None revokes); raises `UnknownAccount`."""
+    result = conn.execute(
+        accounts.update().where(accounts.c.name == name).values(token_hash=token_hash)
+    )
+    if result.rowcount == 0:
+        raise UnknownAccount(f"no account named {name!r}")
+    return thd_account_by_name(conn, name)
+
+
+_SETTABLE = {"symbols", "plan", "max_open_trades", "always_on"}
+
+
+def thd_update_account(conn, name: str, changes: dict) -> Account:
+    """Change an account's settings (symbols, plan, max_open_trades,
+    always_on); raises `UnknownAccount`."""
+    unknown = set(changes) - _SETTABLE
+    if unknown:
+        raise StoreError(f"cannot set {', '.join(sorted(unknown))}")
+    values = dict(changes)
+    if "symbols" in values:
+        values["symbols"] = ",".join(values["symbols"])
+    if not values:
+        account = thd_account_by_name(conn, name)
+        if account is None:
+            raise UnknownAccount(f"no account named {name!r}")
+        return account
+    result = conn.execute(accounts.update().where(accounts.c.name == name).values(**values))
+    if result.rowcount == 0:
+        raise UnknownAccount(f"no account named {name!r}")
+    return thd_account_by_name(conn, name)
+
+
+def thd_accounts_to_resume(conn) -> List[Account]:
+    """Accounts whose session must run from start-up: those with a live trade,
+    and those set to trade while nobody is connected (unless revoked)."""
+    live = sa.select(trades.c.account_id).where(trades.c.status.in_(records.LIVE_STATUSES))
+    rows = conn.execute(
+        sa.select(accounts)
+        .where(
+            sa.or_(
+                accounts.c.id.in_(live),
+                sa.and_(accounts.c.always_on.is_(True), accounts.c.token_hash.is_not(None)),
+            )
+        )
+        .order_by(accounts.c.id)
+    )
+    return [_account(r) for r in rows]
+
+
+# -- trades -------------------------------------------------------------------
+
+
+def thd_record_intent(
+    conn, account_id, symbol, side, lot_size, stop_loss, take_profit, phase, step, now
+) -> TradeRecord:
+    """Record that an order is about to be sent. The trade is pending, with
+    the comment ``tb-<id>`` the order must carry."""
+    result = conn.execute(
+        trades.insert().values(
+            account_id=account_id,
+            symbol=symbol,
+            side=side,
+            status=records.PENDING,
+            lot_size=lot_size,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            phase=phase,
+            step=step,
+            created_at=now,
+        )
+    )
+    trade_id = result.inserted_primary_key[0]
+    conn.execute(trades.update().where(trades.c.id == trade_id).values(comment=f"tb-{trade_id}"))
+    return _trade_by_id(conn, trade_id)
+
+
+def thd_mark_open(
+    conn, trade_id, ticket, open_price, lot_size, stop_loss, take_profit, opened_at
+) -> TradeRecord:
+    """Record the fill of a pending trade, with the broker's figures."""
+    conn.execute(
+        trades.update()
+        .where(trades.c.id == trade_id, trades.c.status.in_(records.LIVE_STATUSES))
+        .values(
+            status=records.OPEN,
+            ticket=ticket,
+            open_price=open_price,
+            lot_size=lot_size,
+            stop_loss=stop_loss,
+            take_profit=take_profit,
+            opened_at=opened_at,
+        )
+    )
+    return _trade_by_id(conn, trade_id)
+
+
+def thd_mark_not_placed(conn, trade_id, status, error) -> TradeRecord:
+    """Record that a pending trade was never placed (refused or cancelled)."""
+    assert status in (records.REFUSED, records.CANCELLED)
+    conn.execute(
+        trades.update()
+        .where(trades.c.id == trade_id, trades.c.status == records.PENDING)
+        .values(status=status, error=str(error)[:500])
+    )
+    return _trade_by_id(conn, trade_id)
+
+
+def thd_complete_trade(
+    conn,
+    trade_id,
+    close_price,
+    closed_at,
+    profit,
+    result,
+    close_reason,
+    phase_after,
+    step_after,
+    balance_after,
+    payload,
+    now,
+) -> Completion:
+    """Record a trade's result, move its account to the new phase, step and
+    balance, and queue the completion message, all in one transaction. A trade
+    recorded as closed already is left as it is (`already_recorded`)."""
+    trade = _trade_by_id(conn, trade_id)
+    if trade.status == records.CLOSED:
+        row = conn.execute(
+            sa.select(events).where(events.c.trade_id == trade_id).order_by(events.c.id)
+        ).first()
+        return Completion(
+            trade=trade,
+            account=thd_account_by_id(conn, trade.account_id),
+            event_id=row.id,
+            payload=json.loads(row.payload),
+            already_recorded=True,
+        )
+    conn.execute(
+        trades.update()
+        .where(trades.c.id == trade_id)
+        .values(
+            status=records.CLOSED,
+            close_price=close_price,
+            closed_at=closed_at,
+            profit=profit,
+            result=result,
+            close_reason=close_reason,
+            phase_after=phase_after,
+            step_after=step_after,
+            balance_after=balance_after,
+        )
+    )
+    conn.execute(
+        accounts.update()
+        .where(accounts.c.id == trade.account_id)
+        .values(phase=phase_after, step=step_after, balance=balance_after)
+    )
+    event_id = conn.execute(
+        events.insert().values(
+            account_id=trade.account_id,
+            trade_id=trade_id,
+            payload=json.dumps(payload),
+            created_at=now,
+        )
+    ).inserted_primary_key[0]
+    return Completion(
+        trade=_trade_by_id(conn, trade_id),
+        account=thd_account_by_id(conn, trade.account_id),
+        event_id=event_id,
+        payload=payload,
+    )
+
+
+def thd_live_trades(conn, account_id: int) -> List[TradeRecord]:
+    """The account's pending and open trades, oldest first."""
+    rows = conn.execute(
+        sa.select(trades)
+        .where(trades.c.account_id == account_id, trades.c.status.in_(records.LIVE_STATUSES))
+        .order_by(trades.c.id)
+    )
+    return [_trade(r) for r in rows]
+
+
+def thd_trades(
+    conn, account_name: Optional[str] = None, live_only: bool = False
+) -> List[Tuple[str, TradeRecord]]:
+    """(account name, trade) pairs, oldest first, optionally for one account
+    or only live trades; raises `UnknownAccount`."""
+    query = sa.select(accounts.c.name, trades).join(accounts, accounts.c.id == trades.c.account_id)
+    if account_name is not None:
+        if thd_account_by_name(conn, account_name) is None:
+            raise UnknownAccount(f"no account named {account_name!r}")
+        query = query.where(accounts.c.name == account_name)
+    if live_only:
+        query = query.where(trades.c.status.in_(records.LIVE_STATUSES))
+    return [(r.name, _trade(r)) for r in conn.execute(query.order_by(trades.c.id))]
+
+
+# -- events -------------------------------------------------------------------
+
+
+def thd_pending_events(conn, account_id: int) -> List[PendingEvent]:
+    """The account's undelivered messages, oldest first."""
+    rows = conn.execute(
+        sa.select(events)
+        .where(events.c.account_id == account_id, events.c.delivered_at.is_(None))
+        .order_by(events.c.id)
+    )
+    return [PendingEvent(r.id, r.account_id, r.trade_id, json.loads(r.payload)) for r in rows]
+
+
+def thd_mark_delivered(conn, event_ids: Iterable[int], now: float) -> None:
+    """Record that these events reached a client."""
+    ids = list(event_ids)
+    if ids:
+        conn.execute(
+            events.update()
+            .where(events.c.id.in_(ids), events.c.delivered_at.is_(None))
+            .values(delivered_at=now)
+        )
+
+
+# -- broker state -------------------------------------------------------------
+
+
+def thd_load_broker_state(conn, backend: str) -> dict:
+    """Every document a broker backend saved, as {key: decoded JSON}."""
+    rows = conn.execute(sa.select(broker_state).where(broker_state.c.backend == backend))
+    return {r.key: json.loads(r.value) for r in rows}
+
+
+def thd_save_broker_state(conn, backend: str, documents: dict) -> None:
+    """Insert or replace a broker backend's documents, {key: JSON-able}."""
+    for key, value in documents.items():
+        text = json.dumps(value, sort_keys=True)
+        result = conn.execute(
+            broker_state.update()
+            .where(broker_state.c.backend == backend, broker_state.c.key == key)
+            .values(value=text)
+        )
+        if result.rowcount == 0:
+            conn.execute(broker_state.insert().values(backend=backend, key=key, value=text))
+
+
+# -- the two front ends --------------------------------------------------------
+
+
+class _Operations:
+    """The store's operations, each running one ``thd_*`` function through
+    ``self.run``: returning a Deferred in `Store`, a value in `SyncStore`."""
+
+    def run(self, fn, *args, **kwargs):
+        raise NotImplementedError
+
+    def create_schema(self):
+        return self.run(thd_create_schema)
+
+    def add_account(self, name, symbols, balance, plan, max_open_trades, always_on, token_hash):
+        return self.run(
+            thd_add_account,
+            name,
+            tuple(symbols),
+            balance,
+            plan,
+            max_open_trades,
+            always_on,
+            token_hash,
+            time.time(),
+        )
+
+    def account_by_token_hash(self, token_hash):
+        return self.run(thd_account_by_token_hash, token_hash)
+
+    def account_by_name(self, name):
+        return self.run(thd_account_by_name, name)
+
+    def account_by_id(self, account_id):
+        return self.run(thd_account_by_id, account_id)
+
+    def list_accounts(self):
+        return self.run(thd_list_accounts)
+
+    def set_token_hash(self, name, token_hash):
+        return self.run(thd_set_token_hash, name, token_hash)
+
+    def update_account(self, name, changes):
+        return self.run(thd_update_account, name, changes)
+
+    def accounts_to_resume(self):
+        return self.run(thd_accounts_to_resume)
+
+    def record_intent(self, account_id, symbol, side, lot_size, stop_loss, take_profit, phase, step):
+        return self.run(
+            thd_record_intent,
+            account_id,
+            symbol,
+            side,
+            lot_size,
+            stop_loss,
+            take_profit,
+            phase,
+            step,
+            time.time(),
+        )
+
+    def mark_open(self, trade_id, ticket, open_price, lot_size, stop_loss, take_profit, opened_at):
+        return self.run(
+            thd_mark_open, trade_id, ticket, open_price, lot_size, stop_loss, take_profit, opened_at
+        )
+
+    def mark_not_placed(self, trade_id, status, error):
+        return self.run(thd_mark_not_placed, trade_id, status, error)
+
+    def complete_trade(self, trade_id, **result):
+        return self.run(thd_complete_trade, trade_id, now=time.time(), **result)
+
+    def live_trades(self, account_id):
+        return self.run(thd_live_trades, account_id)
+
+    def trades(self, account_name=None, live_only=False):
+        return self.run(thd_trades, account_name, live_only)
+
+    def pending_events(self, account_id):
+        return self.run(thd_pending_events, account_id)
+
+    def mark_delivered(self, event_ids):
+        return self.run(thd_mark_delivered, list(event_ids), time.time())
+
+    def load_broker_state(self, backend):
+        return self.run(thd_load_broker_state, backend)
+
+    def save_broker_state(self, backend, documents):
+        return self.run(thd_save_broker_state, backend, documents)
+
+
+class SyncStore(_Operations):
+    """The store for a command-line tool: each operation runs in the caller's
+    thread and returns its value."""
+
+    def __init__(self, url: str = DEFAULT_DB_URL):
+        self.url = url
+        self.engine = make_engine(url)
+
+    def run(self, fn, *args, **kwargs):
+        return run_in_transaction(self.engine, fn, *args, **kwargs)
+
+    def close(self):
+        """Release the database."""
+        self.engine.dispose()
+
+
+class Store(_Operations):
+    """The store for the server: each operation runs on the store's own thread
+    pool (one thread for SQLite, a few for a server database) and returns a
+    Deferred firing with its value. `start` before use, `stop` at shutdown."""
+
+    def __init__(self, url: str = DEFAULT_DB_URL, reactor=None, max_threads: Optional[int] = None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.url = url
+        self._reactor = reactor
+        self.engine = make_engine(url)
+        if max_threads is None:
+            max_threads = 1 if url.startswith("sqlite") else 4
+        self._pool = ThreadPool(minthreads=1, maxthreads=max_threads, name="tradebot-db")
+
+    def start(self):
+        """Start the thread pool and create any missing table; a Deferred."""
+        self._pool.start()
+        return self.create_schema()
+
+    def run(self, fn, *args, **kwargs):
+        return deferToThreadPool(
+            self._reactor, self._pool, run_in_transaction, self.engine, fn, *args, **kwargs
+        )
+
+    def stop(self):
+        """Let queued work finish, release the database, stop the pool."""
+        d = deferToThreadPool(self._reactor, self._pool, self.engine.dispose)
+
+        def _stop(_):
+            self._pool.stop()
+
+        d.addBoth(_stop)
+        return d

@@ -1,0 +1,202 @@
+"""
+``twistd tradebot``: its options and the service tree they build.
+
+Each option can come from the command line, the environment (``TRADEBOT_DB``,
+``TRADEBOT_BROKER``), a TOML file given with ``--config``, or its default, in
+that order of precedence.
+"""
+
+import os
+import sys
+
+from twisted.application.service import MultiService
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from twisted.python import usage
+
+from tradebot.broker import BrokerURL, backend_from_url
+from tradebot.loops import SessionManager
+from tradebot.market import MarketData
+from tradebot.plan import PlanError, load_plan
+from tradebot.protocol import PremiumFactory
+from tradebot.store import DEFAULT_DB_URL, Store
+from tradebot.strategies import DEFAULT_STRATEGY, strategy_from_name
+from tradebot.web import make_site
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULTS = {
+    "port": "tcp:8000",
+    "db": DEFAULT_DB_URL,
+    "broker": "paper",
+    "strategy": DEFAULT_STRATEGY,
+    "signal-interval": 60.0,
+    "monitor-interval": 1.0,
+}
+ENVIRONMENT = {"db": "TRADEBOT_DB", "broker": "TRADEBOT_BROKER"}
+_INTERVALS = ("signal-interval", "monitor-interval")
+
+
+class Options(usage.Options):
+    """The options of ``twistd tradebot``."""
+
+    synopsis = "[options]"
+    longdesc = "Run the tradebot auto-trading server and its websocket API."
+    optParameters = [
+        ["config", "c", None, "A TOML file holding any of these options (without the --)."],
+        ["port", "p", None, f"Twisted endpoint to listen on [default: {DEFAULTS['port']}]."],
+        ["db", None, None, f"SQLAlchemy database URL (env TRADEBOT_DB) [default: {DEFAULTS['db']}]."],
+        ["broker", None, None, "Broker URL (env TRADEBOT_BROKER) [default: paper]."],
+        ["strategy", None, None, f"Signal strategy, e.g. ma_cross or rsi_reversal [default: {DEFAULTS['strategy']}]."],
+        ["signal-interval", None, None, "Seconds between signal checks [default: 60]."],
+        ["monitor-interval", None, None, "Seconds between open-trade reports [default: 1]."],
+    ]
+
+    def postOptions(self):
+        """Merge the sources and check every value; `UsageError` on bad input."""
+        from_file = _read_config(self["config"]) if self["config"] else {}
+        unknown = set(from_file) - set(DEFAULTS)
+        if unknown:
+            raise usage.UsageError(f"unknown option(s) in {self['config']}: {', '.join(sorted(unknown))}")
+        for name, default in DEFAULTS.items():
+            value = self[name]
+            if value is None and name in ENVIRONMENT:
+                value = os.environ.get(ENVIRONMENT[name]) or None
+            if value is None:
+                value = from_file.get(name, default)
+            self[name] = value
+        for name in _INTERVALS:
+            self[name] = _positive_seconds(name, self[name])
+        try:
+            strategy_from_name(str(self["strategy"]))
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+        scheme = BrokerURL.parse(str(self["broker"])).scheme
+        if scheme != "paper":
+            raise usage.UsageError(f"unknown broker URL scheme {scheme!r} (known: paper)")
+
+
+def _read_config(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise usage.UsageError(f"cannot read config file {path}: {e.strerror}")
+    except tomllib.TOMLDecodeError as e:
+        raise usage.UsageError(f"config file {path} is not valid TOML: {e}")
+
+
+def _positive_seconds(name: str, value) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{name} must be a number of seconds, not {value!r}")
+    if not seconds > 0:
+        raise usage.UsageError(f"--{name} must be more than 0 seconds")
+    return seconds
+
+
+class PlanCache:
+    """Loads each money-management plan once; call it with a plan name or path."""
+
+    def __init__(self):
+        self._plans = {}
+
+    def __call__(self, name: str):
+        plan = self._plans.get(name)
+        if plan is None:
+            plan = self._plans[name] = load_plan(name)
+        return plan
+
+
+class TradebotService(MultiService):
+    """The whole server: store, broker backend, sessions, then the listener,
+    started in that order and stopped in reverse."""
+
+    _log = Logger()
+
+    def __init__(self, config, reactor):
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.store = Store(config["db"], reactor)
+        self.backend = backend_from_url(config["broker"], store=self.store, reactor=reactor)
+        self.market = MarketData(reactor, max_age=min(1.0, config["monitor-interval"]))
+        self.factory = PremiumFactory(self.store, None, reactor)
+        self.sessions = SessionManager(
+            self.store,
+            self.backend,
+            self.market,
+            strategy_from_name(config["strategy"]),
+            PlanCache(),
+            reactor,
+            config["signal-interval"],
+            config["monitor-interval"],
+            encode=self.factory.prepare,
+        )
+        self.factory.sessions = self.sessions
+        self.endpoint = endpoints.serverFromString(reactor, config["port"])
+        self.site = make_site(self.factory)
+        self.port = None
+        self.started = defer.Deferred()
+
+    def startService(self):
+        """Start everything; `started` fires once the port listens."""
+        MultiService.startService(self)
+        d = defer.ensureDeferred(self._start())
+        d.addErrback(self._start_failed)
+        d.chainDeferred(self.started)
+
+    async def _start(self):
+        await self.store.start()
+        await self.backend.start()
+        self.sessions.setServiceParent(self)
+        await self.sessions.ready
+        self.port = port = await self.endpoint.listen(self.site)
+        speed = getattr(self.backend, "speed", 1)
+        self._log.info(
+            "tradebot listening on {port}: broker {broker}, strategy {strategy}, "
+            "signals every {signal}s, reports every {monitor}s",
+            port=self.config["port"],
+            broker=self.backend.url,
+            strategy=self.config["strategy"],
+            signal=self.config["signal-interval"],
+            monitor=self.config["monitor-interval"],
+        )
+        if speed != 1:
+            self._log.info(
+                "the paper market runs {speed}x faster than real time (a demo setting)", speed=speed
+            )
+        return port
+
+    def _start_failed(self, failure):
+        self._log.failure("tradebot could not start", failure)
+        if self.reactor.running:
+            self.reactor.stop()
+        return failure
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop listening, stop the sessions, save the broker, close the store."""
+        self.running = 0
+        if self.port is not None:
+            yield self.port.stopListening()
+            self.port = None
+        yield self.factory.close_all()
+        if self.sessions.parent is self:
+            yield self.sessions.disownServiceParent()
+        yield self.backend.stop()
+        yield self.store.stop()
+
+
+def makeService(config, reactor=None):
+    """The service ``twistd tradebot`` runs."""
+    if reactor is None:
+        from twisted.internet import reactor
+    try:
+        return TradebotService(config, reactor)
+    except (ValueError, PlanError) as e:
+        raise usage.UsageError(str(e))

@@ -1,0 +1,38 @@
+"""
+The HTTP side: one `Site` whose resource tree carries the websocket at
+``/ws/check/premium/``; every other path is 404. Access lines are logged
+without query strings, so a token never reaches a log.
+"""
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+
+class RedactingSite(Site):
+    """A Site that logs each request's method, path (query removed) and status."""
+
+    _log = Logger()
+    noisy = False
+
+    def log(self, request):
+        path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
+        self._log.info(
+            "{method} {path} {code}",
+            method=request.method.decode("ascii", "replace"),
+            path=path,
+            code=request.code,
+        )
+
+
+def make_site(websocket_factory) -> Site:
+    """The server's Site: the premium websocket, with or without its trailing
+    slash, and 404 elsewhere."""
+    root = Resource()
+    ws = Resource()
+    check = Resource()
+    root.putChild(b"ws", ws)
+    ws.putChild(b"check", check)
+    check.putChild(b"premium", WebSocketResource(websocket_factory))
+    return RedactingSite(root)
