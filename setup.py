@@ -10,8 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=["tradebot", "twisted.plugins"],
-    package_data={"tradebot": ["plans/*.toml"]},
+    packages=["tradebot", "tradebot.plans", "twisted.plugins"],
+    package_data={"tradebot.plans": ["*.toml"]},
     include_package_data=True,
     install_requires=[
         "twisted >= 23.10",

@@ -1,0 +1,631 @@
+"""
+The admin command, ``tradebot``: manage accounts and their tokens, list trades,
+set up a demo account and watch a websocket.
+
+    tradebot [--db URL] [--broker URL] COMMAND ...
+
+Every command checks its arguments before it opens the database: a refused
+command prints one ``tradebot: error: ...`` line on stderr, exits with 2 and
+writes nothing. A token is printed only by ``account add``, ``account
+rotate-token`` and ``demo``, alone on the last line (``demo`` also prints it
+inside the client URL), and never logged.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+from decimal import Decimal, InvalidOperation
+from typing import Iterable, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from tradebot.store import DEFAULT_DB_URL, StoreError, SyncStore
+from tradebot.tokens import hash_token, new_token
+
+PROG = "tradebot"
+DEMO_SYMBOLS = "XAUUSD,EURUSD,GBPUSD,USDJPY,BTCUSD"
+_SYMBOL = re.compile(r"[A-Z0-9._]+")
+_NAME = re.compile(r"\S+")
+
+
+class CommandError(Exception):
+    """A refused command; its message is the one line printed after
+    ``tradebot: error:``."""
+
+
+class _UsageError(Exception):
+    """Raised by the parser instead of printing usage and exiting."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises `_UsageError` instead of exiting, so that
+    every refusal is one line and `main` returns the exit code."""
+
+    def error(self, message):
+        where = self.prog[len(PROG):].strip()
+        raise _UsageError(f"{where}: {message}" if where else message)
+
+
+# -- checking arguments ---------------------------------------------------------
+
+
+def parse_symbols(text: str) -> Tuple[str, ...]:
+    """The symbols of a comma-separated list such as ``"XAUUSD, EURUSD"``, in
+    order, spaces removed. Raises `CommandError` for an empty list, an empty
+    item, a name that is not upper-case ``[A-Z0-9._]``, or a repeated name."""
+    items = [item.strip() for item in text.split(",")]
+    if items == [""]:
+        raise CommandError("--symbols: the list is empty")
+    if "" in items:
+        raise CommandError(f"--symbols: empty item in {text.strip()!r}")
+    for item in items:
+        if not _SYMBOL.fullmatch(item):
+            raise CommandError(
+                f"--symbols: {item!r} is not a symbol name (upper-case letters, digits, '.', '_')"
+            )
+    seen = set()
+    for item in items:
+        if item in seen:
+            raise CommandError(f"--symbols: {item} is listed twice")
+        seen.add(item)
+    return tuple(items)
+
+
+def check_known_symbols(symbols: Iterable[str], broker_url: str) -> None:
+    """Raise `CommandError` unless the broker at `broker_url` offers every
+    symbol; symbols are not checked when the broker cannot tell without
+    connecting to a server."""
+    from tradebot.broker import backend_from_url
+
+    try:
+        known = backend_from_url(broker_url, store=None, reactor=None).known_symbols()
+    except ValueError as e:
+        raise CommandError(f"--broker: {e}")
+    if known is None:
+        return
+    unknown = [s for s in symbols if s not in known]
+    if unknown:
+        raise CommandError(
+            f"--symbols: unknown symbol {', '.join(unknown)} (the broker offers "
+            f"{', '.join(sorted(known))})"
+        )
+
+
+def parse_balance(text: str) -> Decimal:
+    """`text` as a positive, finite Decimal; raises `CommandError`."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise CommandError(f"--balance: {text!r} is not a number")
+    if not value.is_finite() or value <= 0:
+        raise CommandError(f"--balance: {text!r} is not a positive amount")
+    return value
+
+
+def parse_positive_int(text: str, option: str) -> int:
+    """`text` as an integer of at least 1; raises `CommandError` naming
+    `option`."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise CommandError(f"{option}: {text!r} is not a whole number")
+    if value < 1:
+        raise CommandError(f"{option}: must be at least 1, not {value}")
+    return value
+
+
+def check_plan(name: str) -> str:
+    """`name` if it names a plan (shipped, or a plan file); raises
+    `CommandError` otherwise."""
+    from tradebot.plan import load_plan
+
+    try:
+        load_plan(name)
+    except (ValueError, OSError) as e:
+        raise CommandError(f"--plan: {e}")
+    return name
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a usable account name (no spaces, not empty); raises
+    `CommandError` otherwise."""
+    if not _NAME.fullmatch(name):
+        raise CommandError(f"{name!r} is not an account name (it must be one word)")
+    return name
+
+
+def parse_port(text: str) -> int:
+    """`text` as a TCP port number; raises `CommandError`."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise CommandError(f"--port: {text!r} is not a port number")
+    if not 0 < port < 65536:
+        raise CommandError(f"--port: {port} is not a port number")
+    return port
+
+
+# -- formatting -------------------------------------------------------------------
+
+
+def plain(value) -> str:
+    """`value` as table text: a Decimal in plain notation (never with an
+    exponent), None as ``-``, a bool as yes/no."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Decimal):
+        text = format(value, "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text or "0"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A text table: a header line, a rule, then one line per row, columns
+    padded to their widest cell."""
+    cells = [list(headers)] + [[plain(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+ACCOUNT_HEADERS = (
+    "name", "symbols", "plan", "phase", "step", "balance", "max open", "always-on", "revoked",
+)
+
+TRADE_HEADERS = (
+    "id", "account", "symbol", "side", "status", "lot", "open price", "SL", "TP",
+    "close price", "profit", "result", "phase/step",
+)
+
+
+def account_row(account) -> list:
+    """The cells of one account in `account list`."""
+    return [
+        account.name,
+        ",".join(account.symbols),
+        account.plan,
+        account.phase,
+        account.step,
+        account.balance,
+        account.max_open_trades,
+        account.always_on,
+        account.revoked,
+    ]
+
+
+def trade_row(name: str, trade) -> list:
+    """The cells of one trade in `trades` and `account show`."""
+    return [
+        trade.id,
+        name,
+        trade.symbol,
+        trade.side,
+        trade.status,
+        trade.lot_size,
+        trade.open_price,
+        trade.stop_loss,
+        trade.take_profit,
+        trade.close_price,
+        trade.profit,
+        trade.result,
+        f"{trade.phase}/{trade.step}",
+    ]
+
+
+def _print_token(intro: str, token: str) -> None:
+    print(intro)
+    print(token)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmd_account_add(args, store) -> int:
+    """Create the account and print its new token alone on the last line."""
+    token = new_token()
+    store.add_account(
+        name=args.name,
+        symbols=args.symbols,
+        balance=args.balance,
+        plan=args.plan,
+        max_open_trades=args.max_open_trades,
+        always_on=args.always_on,
+        token_hash=hash_token(token),
+    )
+    _print_token(
+        f"account {args.name} created; its token (shown once, only its hash is stored):", token
+    )
+    return 0
+
+
+def cmd_account_list(args, store) -> int:
+    """Print every account as a table."""
+    accounts = store.list_accounts()
+    if not accounts:
+        print("no accounts")
+        return 0
+    print(table(ACCOUNT_HEADERS, [account_row(a) for a in accounts]))
+    return 0
+
+
+def cmd_account_show(args, store) -> int:
+    """Print one account's settings, progress, balance and live trades."""
+    account = _existing(store, args.name)
+    fields = [
+        ("name", account.name),
+        ("symbols", ",".join(account.symbols)),
+        ("plan", account.plan),
+        ("phase/step", f"{account.phase}/{account.step}"),
+        ("balance", plain(account.balance)),
+        ("max open trades", account.max_open_trades),
+        ("always on", plain(account.always_on)),
+        ("revoked", plain(account.revoked)),
+    ]
+    for label, value in fields:
+        print(f"{label + ':':17}{value}")
+    live = store.trades(account_name=account.name, live_only=True)
+    if live:
+        print("live trades:")
+        print(table(TRADE_HEADERS, [trade_row(n, t) for n, t in live]))
+    else:
+        print("live trades: none")
+    return 0
+
+
+def cmd_account_revoke(args, store) -> int:
+    """Revoke the account's token: it no longer connects until rotate-token."""
+    store.set_token_hash(args.name, None)
+    print(f"account {args.name}: token revoked")
+    return 0
+
+
+def cmd_account_rotate_token(args, store) -> int:
+    """Give the account a new token, print it alone on the last line; the old
+    token stops working."""
+    _existing(store, args.name)
+    token = new_token()
+    store.set_token_hash(args.name, hash_token(token))
+    _print_token(
+        f"account {args.name}: new token (shown once, only its hash is stored):", token
+    )
+    return 0
+
+
+def cmd_account_set(args, store) -> int:
+    """Change the settings given on the command line."""
+    account = store.update_account(args.name, args.changes)
+    print(f"account {account.name} updated")
+    return 0
+
+
+def cmd_trades(args, store) -> int:
+    """Print the recorded trades as a table, oldest first."""
+    rows = store.trades(account_name=args.name, live_only=args.open)
+    if not rows:
+        print("no live trades" if args.open else "no trades")
+        return 0
+    print(table(TRADE_HEADERS, [trade_row(n, t) for n, t in rows]))
+    return 0
+
+
+def cmd_demo(args, store) -> int:
+    """Create the demo account (or give the existing one a new token) and
+    print its token, its client URL and how to watch it."""
+    token = new_token()
+    if store.account_by_name(args.name) is None:
+        store.add_account(
+            name=args.name,
+            symbols=args.symbols,
+            balance=Decimal("10000"),
+            plan="default",
+            max_open_trades=1,
+            always_on=False,
+            token_hash=hash_token(token),
+        )
+        intro = f"demo account {args.name} created"
+    else:
+        store.set_token_hash(args.name, hash_token(token))
+        intro = f"demo account {args.name} exists; it has a new token (the old one cannot be shown again)"
+    url = f"ws://{args.host}:{args.port}/ws/check/premium/?{token}"
+    print(intro)
+    print(f"client URL: {url}")
+    print(f"watch it with: {PROG} watch '{url}'")
+    print("its token (shown once, only its hash is stored):")
+    print(token)
+    return 0
+
+
+def _existing(store, name):
+    from tradebot.store import UnknownAccount
+
+    account = store.account_by_name(name)
+    if account is None:
+        raise UnknownAccount(f"no account named {name!r}")
+    return account
+
+
+# -- watch --------------------------------------------------------------------------
+
+
+def _where(url: str) -> str:
+    """The host:port of a websocket URL, for error messages (never the token)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def check_ws_url(url: str) -> str:
+    """`url` if it is a ws:// or wss:// URL with a host; raises `CommandError`
+    (without repeating the URL, which may carry a token)."""
+    try:
+        parts = urlsplit(url)
+        parts.port
+    except ValueError:
+        raise CommandError("watch: malformed URL")
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise CommandError("watch: the URL must start with ws:// or wss:// and name a host")
+    return url
+
+
+async def watch(reactor, url: str, count: Optional[int], out=None) -> int:
+    """Connect to `url`, send ``{"msg": "ping"}`` and print every message as
+    one JSON line until `count` messages (or forever). Returns 0 when done;
+    1 after printing one error line when the connection or handshake fails
+    or the server closes the connection."""
+    from autobahn.twisted.websocket import (
+        WebSocketClientFactory,
+        WebSocketClientProtocol,
+        connectWS,
+    )
+    from twisted.internet import defer
+
+    out = out or sys.stdout
+    done = defer.Deferred()
+    state = {"received": 0, "opened": False, "stopping": False}
+
+    def finish(error=None):
+        if not done.called:
+            done.callback(error)
+
+    class Watcher(WebSocketClientProtocol):
+        def onOpen(self):
+            state["opened"] = True
+            self.sendMessage(json.dumps({"msg": "ping"}).encode("utf-8"))
+
+        def onMessage(self, payload, isBinary):
+            if state["stopping"]:
+                return
+            try:
+                message = json.loads(payload)
+            except ValueError:
+                message = payload.decode("utf-8", "replace") if isBinary is False else repr(payload)
+            out.write(json.dumps(message) + "\n")
+            out.flush()
+            state["received"] += 1
+            if count is not None and state["received"] >= count:
+                state["stopping"] = True
+                self.sendClose(1000)  # finish once the server answers (onClose)
+
+        def onClose(self, wasClean, code, reason):
+            if state["stopping"]:
+                finish()
+            elif not state["opened"]:
+                finish(f"websocket handshake with {_where(url)} failed: {reason}")
+            else:
+                finish(f"connection to {_where(url)} closed ({code}{': ' + reason if reason else ''})")
+
+    class Factory(WebSocketClientFactory):
+        def clientConnectionFailed(self, connector, reason):
+            finish(f"cannot connect to {_where(url)}: {reason.getErrorMessage()}")
+
+        def clientConnectionLost(self, connector, reason):
+            if not state["stopping"]:
+                finish(f"connection to {_where(url)} lost: {reason.getErrorMessage()}")
+
+    def on_shutdown():
+        state["stopping"] = True  # Ctrl-C: not an error
+        finish()
+
+    trigger = reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)
+    factory = Factory(url, reactor=reactor)
+    factory.protocol = Watcher
+    factory.noisy = False
+    connectWS(factory, timeout=30)
+    try:
+        error = await done
+    finally:
+        reactor.removeSystemEventTrigger(trigger)
+    if error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def cmd_watch(args) -> int:
+    """Run `watch` under its own reactor; the exit code it gives (0 when
+    stopped with Ctrl-C)."""
+    from twisted.internet.task import react
+
+    outcome = {"code": 0}
+
+    async def run(reactor):
+        outcome["code"] = await watch(reactor, args.url, args.count)
+
+    try:
+        react(run)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return e.code if isinstance(e.code, int) else 1
+    return outcome["code"]
+
+
+# -- the parser -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser. Numbers, symbol lists and plans are kept as
+    text here and checked by `check_args`, so every refusal is one line."""
+    parser = _Parser(prog=PROG, description="Administer a tradebot server's accounts and trades.")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        default=os.environ.get("TRADEBOT_DB") or DEFAULT_DB_URL,
+        help="database URL (default: $TRADEBOT_DB, else %(default)s)",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        default=os.environ.get("TRADEBOT_BROKER") or "paper",
+        help="broker URL, used to check symbol names (default: $TRADEBOT_BROKER, else paper)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    account = commands.add_parser("account", help="manage accounts and their tokens")
+    acts = account.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    acts.required = True
+
+    add = acts.add_parser("add", help="create an account and print its token")
+    add.add_argument("name")
+    add.add_argument("--symbols", required=True, metavar="LIST", help="comma-separated, e.g. XAUUSD,EURUSD")
+    add.add_argument("--balance", default="10000", metavar="AMOUNT", help="starting balance (default: 10000)")
+    add.add_argument("--plan", default="default", metavar="PLAN", help="plan name or .toml file (default: default)")
+    add.add_argument("--max-open-trades", default="1", metavar="N", help="default: 1")
+    add.add_argument("--always-on", action="store_true", help="trade while no client is connected")
+
+    acts.add_parser("list", help="list every account")
+    for action, text in (
+        ("show", "show an account and its live trades"),
+        ("revoke", "revoke an account's token"),
+        ("rotate-token", "give an account a new token and print it"),
+    ):
+        acts.add_parser(action, help=text).add_argument("name")
+
+    set_ = acts.add_parser("set", help="change an account's settings")
+    set_.add_argument("name")
+    set_.add_argument("--symbols", metavar="LIST")
+    set_.add_argument("--plan", metavar="PLAN")
+    set_.add_argument("--max-open-trades", metavar="N")
+    set_.add_argument("--always-on", dest="always_on", action="store_true", default=None)
+    set_.add_argument("--no-always-on", dest="always_on", action="store_false")
+
+    trades = commands.add_parser("trades", help="list recorded trades")
+    trades.add_argument("name", nargs="?")
+    trades.add_argument("--open", action="store_true", help="only pending and open trades")
+
+    demo = commands.add_parser("demo", help="create the demo account and print its URL")
+    demo.add_argument("--name", default="demo", help="default: demo")
+    demo.add_argument("--host", default="127.0.0.1", help="the server's host in the URL")
+    demo.add_argument("--port", default="8000", help="the server's port in the URL")
+    demo.add_argument("--symbols", default=DEMO_SYMBOLS, metavar="LIST", help=f"default: {DEMO_SYMBOLS}")
+
+    watch_ = commands.add_parser("watch", help="print the messages of a websocket URL")
+    watch_.add_argument("url")
+    watch_.add_argument("--count", metavar="N", help="stop after this many messages")
+    return parser
+
+
+def check_args(args) -> None:
+    """Check and convert the arguments in place; raises `CommandError` before
+    anything touches the database."""
+    if getattr(args, "name", None) is not None and args.command != "trades":
+        check_name(args.name)
+    if args.command == "account" and args.action == "add":
+        args.symbols = parse_symbols(args.symbols)
+        args.balance = parse_balance(args.balance)
+        args.max_open_trades = parse_positive_int(args.max_open_trades, "--max-open-trades")
+        check_plan(args.plan)
+        check_known_symbols(args.symbols, args.broker)
+    elif args.command == "account" and args.action == "set":
+        changes = {}
+        if args.symbols is not None:
+            changes["symbols"] = parse_symbols(args.symbols)
+        if args.plan is not None:
+            changes["plan"] = check_plan(args.plan)
+        if args.max_open_trades is not None:
+            changes["max_open_trades"] = parse_positive_int(
+                args.max_open_trades, "--max-open-trades"
+            )
+        if args.always_on is not None:
+            changes["always_on"] = args.always_on
+        if not changes:
+            raise CommandError(
+                "account set: nothing to change (give --symbols, --plan, "
+                "--max-open-trades, --always-on or --no-always-on)"
+            )
+        if "symbols" in changes:
+            check_known_symbols(changes["symbols"], args.broker)
+        args.changes = changes
+    elif args.command == "demo":
+        args.symbols = parse_symbols(args.symbols)
+        args.port = parse_port(args.port)
+        if not args.host.strip():
+            raise CommandError("--host: empty")
+        check_known_symbols(args.symbols, args.broker)
+    elif args.command == "watch":
+        check_ws_url(args.url)
+        if args.count is not None:
+            args.count = parse_positive_int(args.count, "--count")
+
+
+_COMMANDS = {
+    ("account", "add"): cmd_account_add,
+    ("account", "list"): cmd_account_list,
+    ("account", "show"): cmd_account_show,
+    ("account", "revoke"): cmd_account_revoke,
+    ("account", "rotate-token"): cmd_account_rotate_token,
+    ("account", "set"): cmd_account_set,
+    ("trades", None): cmd_trades,
+    ("demo", None): cmd_demo,
+}
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command in `argv` (default: ``sys.argv[1:]``) and return its exit
+    code: 0 on success, 2 after one ``tradebot: error:`` line on stderr for a
+    refused command (nothing written), 1 when ``watch`` cannot connect or the
+    database fails.
+    ``--help`` prints the help and returns 0."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as e:
+        return _fail(str(e))
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    try:
+        check_args(args)
+    except CommandError as e:
+        return _fail(str(e))
+    if args.command == "watch":
+        return cmd_watch(args)
+    store = None
+    try:
+        store = SyncStore(args.db)
+        store.create_schema()
+        return _COMMANDS[(args.command, getattr(args, "action", None))](args, store)
+    except (StoreError, CommandError) as e:
+        return _fail(str(e))
+    except SQLAlchemyError as e:
+        print(f"{PROG}: error: database: {_one_line(getattr(e, 'orig', None) or e)}", file=sys.stderr)
+        return 1
+    finally:
+        if store is not None:
+            store.close()

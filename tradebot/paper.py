@@ -1,0 +1,710 @@
+"""
+The paper broker: a simulated market that behaves like an MT5 account.
+
+One `PaperMarket` per server is shared by every account trading on it. Each
+symbol's bid follows a seeded random walk, one step per simulated second, and
+builds M1 candles; the ask is the bid plus the symbol's spread. Simulated time
+runs `speed` times faster than the reactor's clock and is advanced lazily, on
+the first call that needs it, so an idle market costs nothing. While it
+advances, every open position of every account is checked against each
+simulated second: a stop loss or take profit is filled at the level the price
+crossed, and the account's balance moves by the realised profit, computed the
+way MT5 does (price difference x contract size x volume, converted to the
+account currency, USD).
+
+Each account has its own `PaperBroker` (balance, open and closed positions).
+The market and every account are saved through the store (the
+``broker_state`` table) when a position opens or closes and when the server
+stops, and loaded when it starts, so open paper positions and paper balances
+survive a restart and the market carries on where it stopped.
+
+URL: ``paper://?seed=7&speed=600&balance=10000&leverage=100`` (all optional).
+"""
+
+import collections
+import math
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Dict, List, Optional
+
+import attrs
+import numpy as np
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tradebot.broker import (
+    BUY,
+    SELL,
+    Broker,
+    BrokerBackend,
+    BrokerURL,
+    Candles,
+    ClosedPosition,
+    OrderRefused,
+    OrderRequest,
+    Position,
+    SymbolSpec,
+    Tick,
+    UnknownSymbol,
+    to_cents,
+)
+
+ACCOUNT_CURRENCY = "USD"
+#: The key under which the store keeps this backend's documents.
+STATE_KEY = "paper"
+#: Completed M1 bars kept per symbol, and the history made before trading starts.
+MAX_BARS = 1000
+WARM_UP_BARS = 300
+#: Closed positions remembered per account (older ones are in the trades table).
+MAX_CLOSED = 500
+
+# MT5 trade server return codes the paper broker uses when it refuses an order.
+RETCODE_INVALID = 10013
+RETCODE_INVALID_VOLUME = 10014
+RETCODE_INVALID_STOPS = 10016
+RETCODE_NO_MONEY = 10019
+
+
+def _spec(name, digits, contract, vmin, vmax, step, stops_level, spread, currency, description):
+    return SymbolSpec(
+        name=name,
+        digits=digits,
+        contract_size=Decimal(contract),
+        volume_min=Decimal(vmin),
+        volume_max=Decimal(vmax),
+        volume_step=Decimal(step),
+        stops_level=stops_level,
+        spread=spread,
+        profit_currency=currency,
+        description=description,
+    )
+
+
+#: The symbols on offer, with specifications as a typical MT5 broker has them.
+CATALOG: Dict[str, SymbolSpec] = {
+    "XAUUSD": _spec("XAUUSD", 2, 100, "0.01", "100", "0.01", 10, 20, "USD", "Gold vs US Dollar"),
+    "EURUSD": _spec("EURUSD", 5, 100000, "0.01", "100", "0.01", 5, 10, "USD", "Euro vs US Dollar"),
+    "GBPUSD": _spec("GBPUSD", 5, 100000, "0.01", "100", "0.01", 5, 14, "USD", "Pound vs US Dollar"),
+    "USDJPY": _spec("USDJPY", 3, 100000, "0.01", "100", "0.01", 5, 12, "JPY", "US Dollar vs Yen"),
+    "BTCUSD": _spec("BTCUSD", 2, 1, "0.01", "10", "0.01", 100, 1500, "USD", "Bitcoin vs US Dollar"),
+}
+
+#: Where each symbol's walk starts and how much it moves: the standard
+#: deviation of one simulated second's log return.
+_START_PRICE = {"XAUUSD": 2330.0, "EURUSD": 1.085, "GBPUSD": 1.27, "USDJPY": 151.5, "BTCUSD": 65000.0}
+_VOLATILITY = {"XAUUSD": 2.8e-05, "EURUSD": 1.0e-05, "GBPUSD": 1.1e-05, "USDJPY": 1.0e-05, "BTCUSD": 8.0e-05}
+
+
+class _SymbolWalk:
+    """One symbol's random walk, its forming bar and its completed bars."""
+
+    def __init__(self, spec: SymbolSpec, rng: np.random.Generator, price: float, volatility: float):
+        self.spec = spec
+        self.rng = rng
+        self.price = price  # the unrounded walk
+        self.volatility = volatility
+        self.bid = round(price, spec.digits)
+        self.forming: Optional[list] = None  # [minute, open, high, low, close]
+        self.bars = collections.deque(maxlen=MAX_BARS)  # (time, open, high, low, close)
+
+    def step(self, first_second: int, count: int):
+        """Walk `count` seconds from `first_second`; returns (seconds, bids)."""
+        returns = self.rng.standard_normal(count) * self.volatility
+        path = self.price * np.exp(np.cumsum(returns))
+        self.price = float(path[-1])
+        bids = np.round(path, self.spec.digits)
+        self.bid = float(bids[-1])
+        seconds = np.arange(first_second, first_second + count, dtype=np.int64)
+        self._add_to_bars(seconds, bids)
+        return seconds, bids
+
+    def _add_to_bars(self, seconds: np.ndarray, bids: np.ndarray) -> None:
+        minutes = seconds // 60
+        starts = np.flatnonzero(np.r_[True, minutes[1:] != minutes[:-1]])
+        highs = np.maximum.reduceat(bids, starts)
+        lows = np.minimum.reduceat(bids, starts)
+        ends = np.r_[starts[1:], len(bids)] - 1
+        for start, end, high, low in zip(starts, ends, highs, lows):
+            minute = int(minutes[start])
+            bar = self.forming
+            if bar is not None and bar[0] == minute:
+                bar[2] = max(bar[2], float(high))
+                bar[3] = min(bar[3], float(low))
+                bar[4] = float(bids[end])
+                continue
+            if bar is not None:
+                self.bars.append((bar[0] * 60, bar[1], bar[2], bar[3], bar[4]))
+            self.forming = [minute, float(bids[start]), float(high), float(low), float(bids[end])]
+
+    def candles(self, count: int) -> Candles:
+        """The latest `count` completed bars."""
+        bars = list(self.bars)[-count:] if count > 0 else []
+        columns = np.array(bars, dtype=np.float64).reshape(-1, 5)
+        return Candles(
+            symbol=self.spec.name,
+            time=columns[:, 0],
+            open=columns[:, 1],
+            high=columns[:, 2],
+            low=columns[:, 3],
+            close=columns[:, 4],
+        )
+
+    def save(self) -> dict:
+        return {
+            "price": self.price,
+            "rng": self.rng.bit_generator.state,
+            "forming": self.forming,
+            "bars": [list(b) for b in list(self.bars)[-WARM_UP_BARS:]],
+        }
+
+    def load(self, document: dict) -> None:
+        self.price = float(document["price"])
+        self.rng.bit_generator.state = document["rng"]
+        self.forming = document["forming"]
+        self.bars.clear()
+        self.bars.extend(tuple(b) for b in document["bars"])
+        self.bid = self.forming[4] if self.forming else round(self.price, self.spec.digits)
+
+
+@attrs.define
+class _OpenPosition:
+    ticket: int
+    account: "PaperBroker"
+    symbol: str
+    side: str
+    volume: Decimal
+    open_price: Decimal
+    stop_loss: Decimal
+    take_profit: Decimal
+    opened_at: float
+    comment: str
+
+    def to_dict(self) -> dict:
+        return {
+            "ticket": self.ticket,
+            "symbol": self.symbol,
+            "side": self.side,
+            "volume": str(self.volume),
+            "open_price": str(self.open_price),
+            "stop_loss": str(self.stop_loss),
+            "take_profit": str(self.take_profit),
+            "opened_at": self.opened_at,
+            "comment": self.comment,
+        }
+
+
+def _closed_to_dict(closed: ClosedPosition) -> dict:
+    document = attrs.asdict(closed)
+    for key in ("volume", "open_price", "close_price", "profit"):
+        document[key] = str(document[key])
+    return document
+
+
+def _closed_from_dict(document: dict) -> ClosedPosition:
+    values = dict(document)
+    for key in ("volume", "open_price", "close_price", "profit"):
+        values[key] = Decimal(values[key])
+    return ClosedPosition(**values)
+
+
+class PaperMarket:
+    """The simulated market shared by every paper account of a server.
+
+    `clock` provides ``seconds()`` (the reactor); simulated time is
+    ``origin + (clock.seconds() - started) * speed``."""
+
+    def __init__(self, clock, seed: int = 7, speed: float = 1.0, origin: Optional[float] = None):
+        self.clock = clock
+        self.seed = seed
+        self.speed = speed
+        if origin is None:
+            origin = math.floor(time.time() / 60) * 60
+        self._started_real = clock.seconds()
+        self._sim_origin = float(origin)
+        self._generated_to = int(origin) - WARM_UP_BARS * 60  # the next second to generate
+        self.next_ticket = 1
+        self.walks: Dict[str, _SymbolWalk] = {}
+        for index, (name, spec) in enumerate(sorted(CATALOG.items())):
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index])))
+            self.walks[name] = _SymbolWalk(spec, rng, _START_PRICE[name], _VOLATILITY[name])
+        self._open: Dict[int, _OpenPosition] = {}
+        self.on_change = None  # called after positions close during an advance
+        self.advance()
+
+    # -- time -----------------------------------------------------------------
+
+    def now(self) -> float:
+        """The simulated time, epoch seconds."""
+        return self._sim_origin + (self.clock.seconds() - self._started_real) * self.speed
+
+    def real_time_of(self, sim_time: float) -> float:
+        """The reactor time at which the simulated clock reads `sim_time`."""
+        return self._started_real + (sim_time - self._sim_origin) / self.speed
+
+    def advance(self) -> None:
+        """Generate every simulated second up to now and settle the stops it
+        crossed."""
+        target = int(self.now()) + 1
+        closed_any = False
+        while self._generated_to < target:
+            count = min(target - self._generated_to, 86400)
+            first = self._generated_to
+            self._generated_to += count
+            for name, walk in self.walks.items():
+                seconds, bids = walk.step(first, count)
+                closed_any |= self._settle(name, walk.spec, seconds, bids)
+        if closed_any and self.on_change is not None:
+            self.on_change()
+
+    def _settle(self, name: str, spec: SymbolSpec, seconds, bids) -> bool:
+        positions = [p for p in self._open.values() if p.symbol == name]
+        if not positions:
+            return False
+        spread = spec.spread * float(spec.point)
+        for position in positions:
+            stop, take = float(position.stop_loss), float(position.take_profit)
+            if position.side == BUY:
+                hit_stop, hit_take = bids <= stop, bids >= take
+            else:
+                asks = bids + spread
+                hit_stop, hit_take = asks >= stop, asks <= take
+            stop_at = int(np.argmax(hit_stop)) if hit_stop.any() else None
+            take_at = int(np.argmax(hit_take)) if hit_take.any() else None
+            if stop_at is None and take_at is None:
+                continue
+            if take_at is None or (stop_at is not None and stop_at <= take_at):
+                price, reason, at = position.stop_loss, "sl", stop_at
+            else:
+                price, reason, at = position.take_profit, "tp", take_at
+            self._close(position, price, float(seconds[at]), reason)
+        return True
+
+    # -- quotes and money -------------------------------------------------------
+
+    def spec(self, name: str) -> SymbolSpec:
+        """The symbol's specification; raises `UnknownSymbol`."""
+        try:
+            return CATALOG[name]
+        except KeyError:
+            raise UnknownSymbol(f"unknown symbol {name!r}")
+
+    def quote(self, name: str):
+        """(bid, ask) now, as Decimals rounded to the symbol's digits."""
+        spec = self.spec(name)
+        bid = spec.round_price(self.walks[name].bid)
+        return bid, bid + spec.spread * spec.point
+
+    def to_account_currency(self, amount: Decimal, currency: str) -> Decimal:
+        """Convert `amount` of `currency` to USD at the current bid."""
+        if currency == ACCOUNT_CURRENCY:
+            return amount
+        direct, inverse = currency + ACCOUNT_CURRENCY, ACCOUNT_CURRENCY + currency
+        if direct in self.walks:
+            return amount * self.quote(direct)[0]
+        if inverse in self.walks:
+            return amount / self.quote(inverse)[0]
+        raise UnknownSymbol(f"no rate to convert {currency} to {ACCOUNT_CURRENCY}")
+
+    def profit(self, side: str, name: str, volume, price_open, price_close) -> Decimal:
+        """What `volume` lots make from `price_open` to `price_close`, in USD,
+        unrounded: price difference x contract size x volume, converted."""
+        spec = self.spec(name)
+        difference = Decimal(str(price_close)) - Decimal(str(price_open))
+        if side == SELL:
+            difference = -difference
+        raw = difference * spec.contract_size * Decimal(str(volume))
+        return self.to_account_currency(raw, spec.profit_currency)
+
+    # -- positions -------------------------------------------------------------
+
+    def open(self, account: "PaperBroker", request: OrderRequest) -> _OpenPosition:
+        """Fill a market order at the ask (BUY) or bid (SELL); raises
+        `OrderRefused` the way an MT5 server would."""
+        if request.symbol not in CATALOG:
+            raise OrderRefused(f"unknown symbol {request.symbol}", RETCODE_INVALID)
+        spec = CATALOG[request.symbol]
+        volume = Decimal(request.volume)
+        steps = volume / spec.volume_step
+        if not (spec.volume_min <= volume <= spec.volume_max) or steps != steps.to_integral_value():
+            raise OrderRefused(
+                f"invalid volume {volume} (min {spec.volume_min}, max {spec.volume_max}, step {spec.volume_step})",
+                RETCODE_INVALID_VOLUME,
+            )
+        bid, ask = self.quote(request.symbol)
+        level = spec.stops_level * spec.point
+        if request.side == BUY:
+            price = ask
+            valid = request.stop_loss <= bid - level and request.take_profit >= bid + level
+        else:
+            price = bid
+            valid = request.stop_loss >= ask + level and request.take_profit <= ask - level
+        if not valid:
+            raise OrderRefused(
+                f"invalid stops: SL {request.stop_loss} / TP {request.take_profit} too close to "
+                f"the market (bid {bid}, ask {ask}, stops level {spec.stops_level} points)",
+                RETCODE_INVALID_STOPS,
+            )
+        margin = self._margin(spec, volume, price)
+        if margin > account.free_margin():
+            raise OrderRefused(
+                f"not enough money: margin {to_cents(margin)} needed, {to_cents(account.free_margin())} free",
+                RETCODE_NO_MONEY,
+            )
+        position = _OpenPosition(
+            ticket=self.next_ticket,
+            account=account,
+            symbol=request.symbol,
+            side=request.side,
+            volume=volume,
+            open_price=price,
+            stop_loss=spec.round_price(request.stop_loss),
+            take_profit=spec.round_price(request.take_profit),
+            opened_at=self.now(),
+            comment=request.comment,
+        )
+        self.next_ticket += 1
+        self._open[position.ticket] = position
+        account.positions[position.ticket] = position
+        return position
+
+    def _margin(self, spec: SymbolSpec, volume: Decimal, price: Decimal) -> Decimal:
+        """Margin in USD at the account's leverage: the position's value in
+        its base currency (USD for XXXUSD, else the quote converted)."""
+        notional = volume * spec.contract_size
+        if spec.profit_currency == ACCOUNT_CURRENCY:
+            value = notional * price
+        else:  # USDJPY and the like: the base currency is USD
+            value = notional
+        return value / self.leverage
+
+    leverage = Decimal(100)
+
+    def _close(self, position: _OpenPosition, price: Decimal, closed_at: float, reason: str) -> ClosedPosition:
+        profit = to_cents(self.profit(position.side, position.symbol, position.volume, position.open_price, price))
+        closed = ClosedPosition(
+            ticket=position.ticket,
+            symbol=position.symbol,
+            side=position.side,
+            volume=position.volume,
+            open_price=position.open_price,
+            close_price=price,
+            profit=profit,
+            opened_at=position.opened_at,
+            closed_at=closed_at,
+            reason=reason,
+            comment=position.comment,
+        )
+        del self._open[position.ticket]
+        position.account.record_close(closed)
+        return closed
+
+    def current(self, position: _OpenPosition) -> Position:
+        """The open position as the broker interface reports it."""
+        bid, ask = self.quote(position.symbol)
+        price = bid if position.side == BUY else ask
+        return Position(
+            ticket=position.ticket,
+            symbol=position.symbol,
+            side=position.side,
+            volume=position.volume,
+            open_price=position.open_price,
+            stop_loss=position.stop_loss,
+            take_profit=position.take_profit,
+            current_price=price,
+            profit=to_cents(self.profit(position.side, position.symbol, position.volume, position.open_price, price)),
+            opened_at=position.opened_at,
+            comment=position.comment,
+        )
+
+    def adopt(self, position: _OpenPosition) -> None:
+        """Put back a position loaded from saved state."""
+        self._open[position.ticket] = position
+
+    # -- state ------------------------------------------------------------------
+
+    def save(self) -> dict:
+        """The market as a JSON-able document."""
+        return {
+            "seed": self.seed,
+            "sim_time": self.now(),
+            "generated_to": self._generated_to,
+            "next_ticket": self.next_ticket,
+            "symbols": {name: walk.save() for name, walk in self.walks.items()},
+        }
+
+    def load(self, document: dict) -> None:
+        """Carry on from a saved market: its prices, bars, random state and
+        simulated time (which resumes where it stopped, not where the wall
+        clock is now)."""
+        self.seed = document["seed"]
+        self._sim_origin = float(document["sim_time"])
+        self._started_real = self.clock.seconds()
+        self._generated_to = int(document["generated_to"])
+        self.next_ticket = int(document["next_ticket"])
+        for name, saved in document["symbols"].items():
+            if name in self.walks:
+                self.walks[name].load(saved)
+
+
+class PaperBroker(Broker):
+    """One paper trading account on the shared market."""
+
+    def __init__(self, market: PaperMarket, key: str, balance: Decimal, on_change):
+        self.market = market
+        self.key = key
+        self._balance = to_cents(balance)
+        self.positions: Dict[int, _OpenPosition] = {}
+        self.closed: "collections.OrderedDict[int, ClosedPosition]" = collections.OrderedDict()
+        self._on_change = on_change
+
+    def free_margin(self) -> Decimal:
+        """Balance less the margin of the open positions."""
+        used = sum(
+            (self.market._margin(CATALOG[p.symbol], p.volume, p.open_price) for p in self.positions.values()),
+            Decimal(0),
+        )
+        return self._balance - used
+
+    def record_close(self, closed: ClosedPosition) -> None:
+        """A position of this account closed: realise its profit."""
+        self.positions.pop(closed.ticket, None)
+        self._balance = to_cents(self._balance + closed.profit)
+        self.closed[closed.ticket] = closed
+        while len(self.closed) > MAX_CLOSED:
+            self.closed.popitem(last=False)
+
+    # -- the Broker interface ---------------------------------------------------
+
+    def balance(self):
+        """Deferred[Decimal]: the balance after every close up to now."""
+        return defer.execute(self._now, lambda: self._balance)
+
+    def symbol(self, name):
+        """Deferred[SymbolSpec]; fails with `UnknownSymbol`."""
+        return defer.execute(self.market.spec, name)
+
+    def tick(self, name):
+        """Deferred[Tick]: the bid and ask now."""
+
+        def _tick():
+            self.market.advance()
+            bid, ask = self.market.quote(name)
+            return Tick(symbol=name, time=self.market.now(), bid=bid, ask=ask)
+
+        return defer.execute(_tick)
+
+    def candles(self, name, count):
+        """Deferred[Candles]: the latest `count` completed M1 bars."""
+
+        def _candles():
+            self.market.spec(name)
+            self.market.advance()
+            return self.market.walks[name].candles(count)
+
+        return defer.execute(_candles)
+
+    def calc_profit(self, side, name, volume, price_open, price_close):
+        """Deferred[Decimal]: the profit of a hypothetical position, unrounded."""
+        return defer.execute(self.market.profit, side, name, volume, price_open, price_close)
+
+    def open_position(self, request: OrderRequest):
+        """Deferred[Position]: the filled position, once the new state is saved;
+        fails with `OrderRefused`."""
+        try:
+            self.market.advance()
+            position = self.market.open(self, request)
+        except OrderRefused:
+            return defer.fail()
+        filled = self.market.current(position)
+        d = self._on_change()
+        d.addCallback(lambda _: filled)
+        return d
+
+    def position(self, ticket):
+        """Deferred[Optional[Position]]: the open position, or None once closed."""
+
+        def _position():
+            self.market.advance()
+            position = self.positions.get(ticket)
+            return None if position is None else self.market.current(position)
+
+        return defer.execute(_position)
+
+    def closed_position(self, ticket):
+        """Deferred[Optional[ClosedPosition]]: the result, or None while open."""
+        return defer.execute(self._now, lambda: self.closed.get(ticket))
+
+    def find_by_comment(self, comment):
+        """Deferred: the open or closed position whose order carried `comment`."""
+
+        def _find():
+            self.market.advance()
+            for position in self.positions.values():
+                if position.comment == comment:
+                    return self.market.current(position)
+            for closed in reversed(self.closed.values()):
+                if closed.comment == comment:
+                    return closed
+            return None
+
+        return defer.execute(_find)
+
+    def _now(self, fn):
+        self.market.advance()
+        return fn()
+
+    # -- state ------------------------------------------------------------------
+
+    def save(self) -> dict:
+        """This account as a JSON-able document."""
+        return {
+            "balance": str(self._balance),
+            "positions": [p.to_dict() for p in self.positions.values()],
+            "closed": [_closed_to_dict(c) for c in self.closed.values()],
+        }
+
+    def load(self, document: dict) -> None:
+        """Restore a saved account, re-opening its positions on the market."""
+        self._balance = Decimal(document["balance"])
+        for saved in document["positions"]:
+            position = _OpenPosition(
+                ticket=saved["ticket"],
+                account=self,
+                symbol=saved["symbol"],
+                side=saved["side"],
+                volume=Decimal(saved["volume"]),
+                open_price=Decimal(saved["open_price"]),
+                stop_loss=Decimal(saved["stop_loss"]),
+                take_profit=Decimal(saved["take_profit"]),
+                opened_at=saved["opened_at"],
+                comment=saved["comment"],
+            )
+            self.positions[position.ticket] = position
+            self.market.adopt(position)
+        for saved in document["closed"]:
+            closed = _closed_from_dict(saved)
+            self.closed[closed.ticket] = closed
+
+
+def _param(params: dict, key: str, kind, default, check, meaning: str):
+    if key not in params:
+        return default
+    try:
+        value = kind(params[key])
+    except (ValueError, InvalidOperation):
+        raise ValueError(f"paper broker: {key} must be {meaning}, not {params[key]!r}")
+    if not check(value):
+        raise ValueError(f"paper broker: {key} must be {meaning}, not {params[key]!r}")
+    return value
+
+
+class PaperBackend(BrokerBackend):
+    """The paper broker a ``paper://`` URL names: one market, many accounts."""
+
+    _log = Logger()
+
+    def __init__(self, store=None, reactor=None, seed=7, speed=1.0, balance=Decimal(10000), leverage=100):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.store = store
+        self.reactor = reactor
+        self.seed = seed
+        self.speed = speed
+        self.default_balance = balance
+        self.leverage = leverage
+        self.url = f"paper://?seed={seed}&speed={speed:g}&balance={balance}&leverage={leverage}"
+        self.market: Optional[PaperMarket] = None
+        self._accounts: Dict[str, PaperBroker] = {}
+        self._saved: dict = {}
+        self._saving = defer.succeed(None)
+
+    @classmethod
+    def from_url(cls, url: BrokerURL, store=None, reactor=None) -> "PaperBackend":
+        """The backend for a parsed ``paper`` URL; ValueError on a bad parameter."""
+        unknown = set(url.params) - {"seed", "speed", "balance", "leverage"}
+        if unknown:
+            raise ValueError(f"paper broker: unknown parameter(s) {', '.join(sorted(unknown))}")
+        params = url.params
+        return cls(
+            store=store,
+            reactor=reactor,
+            seed=_param(params, "seed", int, 7, lambda v: v >= 0, "a whole number from 0"),
+            speed=_param(params, "speed", float, 1.0, lambda v: 0 < v <= 100000 and math.isfinite(v), "a number of simulated seconds per second, over 0"),
+            balance=_param(params, "balance", Decimal, Decimal(10000), lambda v: v.is_finite() and v > 0, "an amount over 0"),
+            leverage=_param(params, "leverage", int, 100, lambda v: v >= 1, "a whole number from 1"),
+        )
+
+    def known_symbols(self):
+        """The paper catalog's symbol names."""
+        return frozenset(CATALOG)
+
+    @defer.inlineCallbacks
+    def start(self):
+        """Build the market, or load the saved one and its accounts."""
+        self.market = PaperMarket(self.reactor, seed=self.seed, speed=self.speed)
+        self.market.leverage = Decimal(self.leverage)
+        self.market.on_change = self._changed
+        if self.store is not None:
+            self._saved = yield self.store.load_broker_state(STATE_KEY)
+        if "market" in self._saved:
+            self.market.load(self._saved["market"])
+            if self.market.seed != self.seed:
+                self._log.warn(
+                    "carrying on the saved paper market (seed {saved}); seed {asked} is ignored",
+                    saved=self.market.seed,
+                    asked=self.seed,
+                )
+            for key, document in self._saved.items():
+                if key.startswith("account:"):
+                    self._account(key[len("account:") :], None).load(document)
+            self._log.info(
+                "paper market resumed: {n} account(s), {open} open position(s)",
+                n=len(self._accounts),
+                open=sum(len(a.positions) for a in self._accounts.values()),
+            )
+
+    def stop(self):
+        """Deferred: everything saved."""
+        if self.market is None:
+            return defer.succeed(None)
+        return self.save()
+
+    def broker_for(self, account_key: str, initial_balance) -> PaperBroker:
+        """The same `PaperBroker` for every call with the same key; a new
+        account starts with `initial_balance` (or the URL's balance)."""
+        return self._account(account_key, initial_balance)
+
+    def _account(self, key: str, initial_balance) -> PaperBroker:
+        broker = self._accounts.get(key)
+        if broker is None:
+            balance = self.default_balance if initial_balance is None else Decimal(initial_balance)
+            broker = self._accounts[key] = PaperBroker(self.market, key, balance, self.save)
+        return broker
+
+    def _changed(self) -> None:
+        self.save().addErrback(lambda f: self._log.failure("saving the paper market failed", f))
+
+    def save(self):
+        """Deferred: the market and every account saved in one transaction,
+        after any save already under way."""
+        if self.store is None:
+            return defer.succeed(None)
+        documents = {"market": self.market.save()}
+        for key, broker in self._accounts.items():
+            documents["account:" + key] = broker.save()
+
+        def _write(_):
+            return self.store.save_broker_state(STATE_KEY, documents)
+
+        done = defer.Deferred()
+
+        def _settle(result):
+            if isinstance(result, Failure):
+                done.errback(result)
+            else:
+                done.callback(None)
+            # the chain itself always carries on, so the next save runs
+
+        self._saving.addCallback(_write).addBoth(_settle)
+        return done

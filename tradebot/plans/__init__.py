@@ -1,0 +1,1 @@
+"""The money-management plans shipped with tradebot, as TOML files."""
