@@ -15,8 +15,9 @@ from tradebot.tap import Options, makeService
 
 from .wsclient import connect, message_is
 
-# A fast paper market: 600 simulated seconds a real second.
-FAST_BROKER = "paper://?seed=11&speed=600"
+# A fast paper market: 300 simulated seconds a real second, so a trade lasts
+# a few seconds and gets several reports at a 0.1 s monitor interval.
+FAST_BROKER = "paper://?seed=11&speed=300"
 
 
 def add_account(db_url, capsys, name="alice", symbols="XAUUSD,EURUSD,GBPUSD,USDJPY,BTCUSD"):
@@ -41,6 +42,11 @@ async def start_server(db_url, signal_interval="0.3", monitor_interval="0.1"):
     return service, f"ws://127.0.0.1:{port.getHost().port}/ws/check/premium/"
 
 
+def index_of(client, message):
+    """Where `message` (the very object) is in what the client received."""
+    return next(i for i, m in enumerate(client.received) if m is message)
+
+
 async def close(client):
     client.sendClose()
     await client.closed
@@ -56,15 +62,24 @@ async def test_the_whole_cycle_over_a_real_socket(db_url, capsys):
         assert welcome == messages.welcome(["XAUUSD", "EURUSD", "GBPUSD", "USDJPY", "BTCUSD"])
         client.send({"msg": "ping"})
         await client.wait_for(message_is(messages.CHECKING))
-        signal = await client.wait_for(lambda m: m["message"] in ("BUY", "SELL"))
-        symbol = signal["data"]["symbol"]
-        await client.wait_for(message_is(messages.TRADE_PLACED, symbol=symbol))
-        report = await client.wait_for(message_is(messages.ACTIVE_TRADE, symbol=symbol))
-        assert report["data"]["trade_type"] == signal["message"]
-        assert set(report["data"]) >= {
-            "symbol", "trade_type", "stop_loss", "take_profit", "open_price", "lot_size", "curent_price",
-        }
-        done = await client.wait_for(message_is(messages.TRADE_COMPLETED, symbol=symbol), timeout=60)
+        placed = await client.wait_for(message_is(messages.TRADE_PLACED))
+        symbol = placed["data"]["symbol"]
+        at = index_of(client, placed)
+        # the signal that placed it is the last one before it (a refused one may precede)
+        signal = [m for m in client.received[:at] if m["message"] in ("BUY", "SELL")][-1]
+        assert signal["data"]["symbol"] == symbol
+        # a report every monitor interval until it closes (a fast close may come first)
+        report = await client.wait_for(
+            lambda m: m["message"] in (messages.ACTIVE_TRADE, messages.TRADE_COMPLETED)
+            and m["data"]["symbol"] == symbol,
+            since=at,
+        )
+        if report["message"] == messages.ACTIVE_TRADE:
+            assert report["data"]["trade_type"] == signal["message"]
+            assert set(report["data"]) >= {
+                "symbol", "trade_type", "stop_loss", "take_profit", "open_price", "lot_size", "curent_price",
+            }
+        done = await client.wait_for(message_is(messages.TRADE_COMPLETED, symbol=symbol), since=at, timeout=60)
         assert done["data"]["result"] in ("profit", "loss")
         since = len(client.received)
         await client.wait_for(message_is(messages.CHECKING), since=since)

@@ -83,8 +83,15 @@ class PremiumProtocol(WebSocketServerProtocol):
         """Deferred: close with 1001 (going away); fires once closed."""
         waiter = defer.Deferred()
         self._close_waiters.append(waiter)
-        self.sendClose(CLOSE_GOING_AWAY, "server shutting down")
+        self.close_with(CLOSE_GOING_AWAY, "server shutting down")
         return waiter
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Start the closing handshake with a protocol close code (1001,
+        1003, 1008, 1011), which Autobahn's `sendClose` reserves for itself;
+        nothing happens if the connection is already closing."""
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
 
     # -- handshake -----------------------------------------------------------
 
@@ -130,18 +137,18 @@ class PremiumProtocol(WebSocketServerProtocol):
 
     def _join_failed(self, failure):
         self._log.failure("connection could not join its session", failure)
-        self.sendClose(1011, "session unavailable")
+        self.close_with(1011, "session unavailable")
 
     # -- client frames ---------------------------------------------------------
 
     def onMessage(self, payload, isBinary):
         """Dispatch ping and stop; answer anything else with an error."""
         if isBinary:
-            self.sendClose(CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted")
+            self.close_with(CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted")
             return
         if not self._rate.allow():
             self._log.info("closing a connection of {name}: too many messages", name=self._account.name)
-            self.sendClose(CLOSE_POLICY_VIOLATION, "too many messages")
+            self.close_with(CLOSE_POLICY_VIOLATION, "too many messages")
             return
         command, error = parse_command(payload)
         if error is not None:
@@ -225,6 +232,9 @@ class PremiumFactory(WebSocketServerFactory):
             autoPingTimeout=auto_ping_timeout,
             openHandshakeTimeout=open_handshake_timeout,
             closeHandshakeTimeout=5,
+            # send the close code (1009 for an oversized message) rather than
+            # dropping the TCP connection without a word
+            failByDrop=False,
             allowNullOrigin=True,
         )
 
