@@ -614,6 +614,8 @@ class PaperBackend(BrokerBackend):
         self.default_balance = balance
         self.leverage = leverage
         self.url = f"paper://?seed={seed}&speed={speed:g}&balance={balance}&leverage={leverage}"
+        #: Where simulated time starts for a new market (default: this minute).
+        self.origin: Optional[float] = None
         self.market: Optional[PaperMarket] = None
         self._accounts: Dict[str, PaperBroker] = {}
         self._saved: dict = {}
@@ -642,7 +644,7 @@ class PaperBackend(BrokerBackend):
     @defer.inlineCallbacks
     def start(self):
         """Build the market, or load the saved one and its accounts."""
-        self.market = PaperMarket(self.reactor, seed=self.seed, speed=self.speed)
+        self.market = PaperMarket(self.reactor, seed=self.seed, speed=self.speed, origin=self.origin)
         self.market.leverage = Decimal(self.leverage)
         self.market.on_change = self._changed
         if self.store is not None:

@@ -1,0 +1,207 @@
+"""
+The paper broker: the broker contract, and what a simulated MT5 account must
+get right (fills at the level crossed, MT5 profit arithmetic, margin,
+reproducibility by seed, a restart that loses nothing).
+"""
+
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from twisted.internet.task import Clock
+
+from tradebot.broker import BUY, SELL, BrokerURL, OrderRefused, OrderRequest, backend_from_url
+from tradebot.paper import (
+    CATALOG,
+    RETCODE_INVALID_STOPS,
+    RETCODE_INVALID_VOLUME,
+    RETCODE_NO_MONEY,
+    PaperBackend,
+)
+
+from .broker_contract import BrokerContract, fails_with, result, run_until_closed, stops_around, wide_order
+
+ORIGIN = 1_767_225_600.0  # 2026-01-01 00:00 UTC, a whole minute
+
+
+class Harness:
+    """A paper account on a market driven by a Clock."""
+
+    symbols = ("EURUSD", "XAUUSD")
+
+    def __init__(self, store=None, url="paper://?seed=7&speed=1", clock=None):
+        self.clock = clock or Clock()
+        self.backend = backend_from_url(url, store=store, reactor=self.clock)
+        self.backend.origin = ORIGIN
+        result(self.backend.start())
+        self.broker = self.backend.broker_for("1", Decimal("10000"))
+
+    def pass_time(self, seconds):
+        self.clock.advance(seconds)
+
+
+@pytest.fixture
+def harness():
+    return Harness()
+
+
+class TestPaperContract(BrokerContract):
+    """The paper broker keeps the broker contract."""
+
+
+def test_the_url_sets_seed_speed_balance_and_leverage():
+    backend = PaperBackend.from_url(BrokerURL.parse("paper://?seed=3&speed=600&balance=2500&leverage=30"))
+    assert (backend.seed, backend.speed, backend.default_balance, backend.leverage) == (3, 600, 2500, 30)
+    assert backend.url == "paper://?seed=3&speed=600&balance=2500&leverage=30"
+    assert PaperBackend.from_url(BrokerURL.parse("paper")).seed == 7
+
+
+@pytest.mark.parametrize(
+    "url, complaint",
+    [
+        ("paper://?speed=0", "speed"),
+        ("paper://?speed=fast", "speed"),
+        ("paper://?seed=-1", "seed"),
+        ("paper://?balance=0", "balance"),
+        ("paper://?leverage=0", "leverage"),
+        ("paper://?colour=red", "unknown parameter"),
+    ],
+)
+def test_a_bad_url_is_a_clear_error(url, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        backend_from_url(url)
+
+
+def test_the_catalog_has_the_five_symbols_with_their_digits():
+    assert {"XAUUSD", "EURUSD", "GBPUSD", "USDJPY", "BTCUSD"} <= set(CATALOG)
+    digits = {name: spec.digits for name, spec in CATALOG.items()}
+    assert digits == {"XAUUSD": 2, "EURUSD": 5, "GBPUSD": 5, "USDJPY": 3, "BTCUSD": 2}
+    assert backend_from_url("paper").known_symbols() == frozenset(CATALOG)
+
+
+def test_one_broker_per_account_on_one_shared_market(harness):
+    again = harness.backend.broker_for("1", Decimal("5"))
+    other = harness.backend.broker_for("2", Decimal("500"))
+    assert again is harness.broker and other is not harness.broker
+    assert result(other.balance()) == Decimal("500")
+    assert result(other.tick("XAUUSD")) == result(harness.broker.tick("XAUUSD"))
+
+
+def test_the_market_moves_with_the_clock_and_speed():
+    slow, fast = Harness(url="paper://?seed=7&speed=1"), Harness(url="paper://?seed=7&speed=60")
+    start = len(result(slow.broker.candles("EURUSD", 1000)))
+    slow.pass_time(600)
+    fast.pass_time(10)
+    assert len(result(slow.broker.candles("EURUSD", 1000))) - start == 10
+    assert result(fast.broker.candles("EURUSD", 1000)).close[-10:].tolist() == (
+        result(slow.broker.candles("EURUSD", 1000)).close[-10:].tolist()
+    )
+
+
+def test_the_same_seed_makes_the_same_market_and_another_seed_another():
+    one, two, other = Harness(), Harness(), Harness(url="paper://?seed=8")
+    for h in (one, two, other):
+        h.pass_time(3600)
+    closes = [result(h.broker.candles("XAUUSD", 300)).close for h in (one, two, other)]
+    assert np.array_equal(closes[0], closes[1])
+    assert not np.array_equal(closes[0], closes[2])
+
+
+def test_the_warm_up_gives_a_strategy_its_history_at_once(harness):
+    candles = result(harness.broker.candles("XAUUSD", 1000))
+    assert len(candles) >= 300
+    assert np.all(np.diff(candles.time) == 60)
+
+
+def test_a_stop_loss_fills_at_its_level_and_costs_what_mt5_says(harness):
+    # EURUSD, a BUY of 0.50 with a tight stop and a far target: the stop is hit
+    spec = CATALOG["EURUSD"]
+    tick = result(harness.broker.tick("EURUSD"))
+    sl, tp = stops_around(spec, tick, BUY, 20, 2000)
+    position = result(harness.broker.open_position(OrderRequest("EURUSD", BUY, Decimal("0.50"), sl, tp, "tb-1")))
+    closed = run_until_closed(harness, position.ticket)
+    assert (closed.reason, closed.close_price) == ("sl", sl)
+    # (close - open) x 100,000 x 0.50, in USD
+    assert closed.profit == ((sl - position.open_price) * 100000 * Decimal("0.50")).quantize(Decimal("0.01"))
+    assert closed.profit < 0
+    assert result(harness.broker.balance()) == Decimal("10000") + closed.profit
+
+
+def test_a_take_profit_fills_at_its_level_for_gold(harness):
+    # XAUUSD, a SELL of 0.20 with a near target and a far stop
+    spec = CATALOG["XAUUSD"]
+    tick = result(harness.broker.tick("XAUUSD"))
+    sl, tp = stops_around(spec, tick, SELL, 5000, 40)
+    position = result(harness.broker.open_position(OrderRequest("XAUUSD", SELL, Decimal("0.20"), sl, tp, "tb-2")))
+    assert position.open_price == tick.bid
+    closed = run_until_closed(harness, position.ticket)
+    assert (closed.reason, closed.close_price) == ("tp", tp)
+    # (open - close) x 100 oz x 0.20
+    assert closed.profit == (position.open_price - tp) * 100 * Decimal("0.20")
+    assert closed.profit > 0
+    assert result(harness.broker.balance()) == Decimal("10000") + closed.profit
+
+
+def test_a_yen_profit_is_converted_to_dollars(harness):
+    profit = result(harness.broker.calc_profit(BUY, "USDJPY", Decimal("1"), Decimal("150.000"), Decimal("150.100")))
+    rate = result(harness.broker.tick("USDJPY")).bid
+    # 0.100 x 100,000 = 10,000 yen, at the USDJPY bid
+    assert profit == Decimal("10000.000") / rate
+
+
+def test_an_open_position_reports_its_floating_profit(harness):
+    request = wide_order(harness, "XAUUSD", SELL, volume="0.30")
+    position = result(harness.broker.open_position(request))
+    harness.pass_time(30)
+    now = result(harness.broker.position(position.ticket))
+    ask = result(harness.broker.tick("XAUUSD")).ask
+    assert now.current_price == ask
+    assert now.profit == ((position.open_price - ask) * 100 * Decimal("0.30")).quantize(Decimal("0.01"))
+
+
+def test_refusals_carry_mt5_return_codes(harness):
+    spec = CATALOG["EURUSD"]
+    tick = result(harness.broker.tick("EURUSD"))
+    sl, tp = stops_around(spec, tick, BUY, 100, 100)
+    too_close = stops_around(spec, tick, BUY, 1, 100)
+    for request, code in (
+        (OrderRequest("EURUSD", BUY, Decimal("0.015"), sl, tp, "tb-1"), RETCODE_INVALID_VOLUME),
+        (OrderRequest("EURUSD", BUY, Decimal("0.10"), *too_close, "tb-2"), RETCODE_INVALID_STOPS),
+        # 50 lots of EURUSD need 54,000 of margin at 1:100; the account holds 10,000
+        (OrderRequest("EURUSD", BUY, Decimal("50"), sl, tp, "tb-3"), RETCODE_NO_MONEY),
+    ):
+        refused = fails_with(harness.broker.open_position(request), OrderRefused)
+        assert refused.code == code, refused.reason
+    assert result(harness.broker.balance()) == Decimal("10000")
+    assert harness.broker.positions == {}
+
+
+def test_positions_and_balances_survive_a_restart(inline_store):
+    first = Harness(store=inline_store)
+    closed_request = wide_order(first, "EURUSD", BUY, comment="tb-1", stop=20, take=2000)
+    closed_ticket = result(first.broker.open_position(closed_request)).ticket
+    lost = run_until_closed(first, closed_ticket).profit
+    kept = result(first.broker.open_position(wide_order(first, "XAUUSD", BUY, comment="tb-2")))
+    price = result(first.broker.tick("XAUUSD")).bid
+    result(first.backend.stop())
+
+    second = Harness(store=inline_store)
+    broker = second.backend.broker_for("1", Decimal("99999"))  # the saved balance wins
+    assert result(broker.balance()) == Decimal("10000") + lost
+    resumed = result(broker.position(kept.ticket))
+    assert (resumed.open_price, resumed.stop_loss, resumed.volume) == (kept.open_price, kept.stop_loss, kept.volume)
+    assert result(broker.tick("XAUUSD")).bid == price  # the market carries on where it stopped
+    assert result(broker.find_by_comment("tb-1")).profit == lost
+    # tickets keep counting up, and the resumed position still closes
+    new = result(broker.open_position(wide_order(second, "EURUSD", SELL, comment="tb-3")))
+    assert new.ticket > kept.ticket
+    closed = run_until_closed(second, kept.ticket)
+    assert result(broker.balance()) == Decimal("10000") + lost + closed.profit
+
+
+def test_a_fill_is_saved_before_it_is_reported(inline_store):
+    first = Harness(store=inline_store)
+    position = result(first.broker.open_position(wide_order(first, "EURUSD", comment="tb-5")))
+    # no stop(): the process dies right after the fill was reported
+    second = Harness(store=inline_store)
+    assert result(second.backend.broker_for("1", Decimal("1")).position(position.ticket)) is not None
