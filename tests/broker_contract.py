@@ -72,12 +72,13 @@ def wide_order(harness, symbol, side=BUY, volume="0.10", comment="tb-1", stop=No
     return OrderRequest(symbol, side, Decimal(volume), sl, tp, comment)
 
 
-def run_until_closed(harness, ticket, limit=100000):
-    """Let the market move until the position closes; its ClosedPosition."""
+def run_until_closed(harness, ticket, step=1, limit=100000):
+    """Let the market move, `step` seconds at a time, until the position
+    closes; its ClosedPosition."""
     for _ in range(limit):
         if result(harness.broker.position(ticket)) is None:
             return result(harness.broker.closed_position(ticket))
-        harness.pass_time(1)
+        harness.pass_time(step)
     raise AssertionError(f"position {ticket} did not close")
 
 

@@ -195,7 +195,7 @@ def test_positions_and_balances_survive_a_restart(inline_store):
     # tickets keep counting up, and the resumed position still closes
     new = result(broker.open_position(wide_order(second, "EURUSD", SELL, comment="tb-3")))
     assert new.ticket > kept.ticket
-    closed = run_until_closed(second, kept.ticket)
+    closed = run_until_closed(second, kept.ticket, step=60)
     assert result(broker.balance()) == Decimal("10000") + lost + closed.profit
 
 

@@ -15,31 +15,37 @@ def _floats(values) -> np.ndarray:
 
 def sma(values, period: int) -> np.ndarray:
     """Simple moving average over `period` values; NaN for the first period-1."""
-    x = _floats(values)
-    out = np.full(x.shape, np.nan)
     if period < 1:
         raise ValueError("period must be at least 1")
+    x = _floats(values)
+    out = np.full(x.shape, np.nan)
     if len(x) >= period:
-        sums = np.cumsum(np.insert(x, 0, 0.0))
-        out[period - 1 :] = (sums[period:] - sums[:-period]) / period
+        # a mean per window, not a difference of running sums, so equal
+        # prices give exactly equal averages
+        out[period - 1 :] = np.lib.stride_tricks.sliding_window_view(x, period).mean(axis=1)
     return out
 
 
 def ema(values, period: int) -> np.ndarray:
     """Exponential moving average, alpha 2/(period+1), seeded with the simple
     average of the first `period` values; NaN before that."""
+    _check_period(period)
     return _recursive(_floats(values), period, 2.0 / (period + 1))
 
 
 def wilder(values, period: int) -> np.ndarray:
     """Wilder's smoothing (an EMA with alpha 1/period) seeded with the simple
     average of the first `period` values; NaN before that."""
+    _check_period(period)
     return _recursive(_floats(values), period, 1.0 / period)
 
 
-def _recursive(x: np.ndarray, period: int, alpha: float) -> np.ndarray:
+def _check_period(period: int) -> None:
     if period < 1:
         raise ValueError("period must be at least 1")
+
+
+def _recursive(x: np.ndarray, period: int, alpha: float) -> np.ndarray:
     out = np.full(x.shape, np.nan)
     if len(x) < period:
         return out

@@ -13,6 +13,7 @@ and the stops with ``stops=atr`` (``atr=14,sl_atr=1.5,tp_atr=3``) or
 ``stops=fixed`` (``sl_points=200,tp_points=400``).
 """
 
+import math
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Dict, Optional, Tuple
 
@@ -194,12 +195,11 @@ def strategy_from_name(text: str):
         elif key in stop_keys:
             field, kind = stop_keys[key]
             stop_kwargs[field] = _convert(kind, key, value, text)
+            if stop_kwargs[field] <= 0:
+                raise ValueError(f"{key} must be more than 0 in {text!r}")
         else:
             known = ", ".join(list(own) + ["stops"] + list(stop_keys))
             raise ValueError(f"unknown parameter {key!r} in {text!r} (known: {known})")
-    for field, number in stop_kwargs.items():
-        if number <= 0:
-            raise ValueError(f"{field} must be more than 0 in {text!r}")
     return cls(stops=stops_cls(**stop_kwargs), **kwargs)
 
 
@@ -209,12 +209,18 @@ def _parse_params(rest: str, text: str) -> Dict[str, str]:
         key, equals, value = item.partition("=")
         if not equals or not key.strip() or not value.strip():
             raise ValueError(f"malformed parameter {item!r} in {text!r}: use key=value")
+        if key.strip() in params:
+            raise ValueError(f"{key.strip()!r} is given twice in {text!r}")
         params[key.strip()] = value.strip()
     return params
 
 
 def _convert(kind, key: str, value: str, text: str):
+    meaning = "a whole number" if kind is int else "a finite number"
     try:
-        return kind(value)
+        number = kind(value)
     except ValueError:
-        raise ValueError(f"{key} must be {'a whole number' if kind is int else 'a number'} in {text!r}")
+        raise ValueError(f"{key} must be {meaning} in {text!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be {meaning} in {text!r}")
+    return number
