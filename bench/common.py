@@ -104,17 +104,28 @@ class CountingClient(WebSocketClientProtocol):
     message arrived."""
 
     def onOpen(self):
+        self.was_opened = True
         self.factory.bench.opened += 1
         if self.factory.ping:
             self.sendMessage(b'{"msg": "ping"}')
-        if self.factory.bench.opened == self.factory.bench.wanted:
-            self.factory.bench.all_open.callback(None)
+        self.factory.bench.check_done()
 
     def onMessage(self, payload, isBinary):
         self.factory.bench.on_message(self, payload)
 
     def onClose(self, wasClean, code, reason):
         self.factory.bench.closed += 1
+        if not getattr(self, "was_opened", False):
+            self.factory.bench.failed.append(reason)
+            self.factory.bench.check_done()
+
+
+class CountingFactory(WebSocketClientFactory):
+    """Notes connections that fail before TCP connects."""
+
+    def clientConnectionFailed(self, connector, reason):
+        self.bench.failed.append(reason.getErrorMessage())
+        self.bench.check_done()
 
 
 class Clients:
@@ -126,6 +137,7 @@ class Clients:
         self.closed = 0
         self.wanted = 0
         self.messages = 0
+        self.failed = []  # why each connection that never opened failed
         self.all_open = defer.Deferred()
         self.listeners = []
         self.protocols = []
@@ -135,14 +147,32 @@ class Clients:
         for listener in self.listeners:
             listener(protocol, json.loads(payload))
 
-    def connect_all(self, urls, ping):
-        """Deferred: fires when every connection is open."""
-        self.wanted = len(urls)
-        for url in urls:
-            factory = WebSocketClientFactory(url)
+    def check_done(self):
+        """A connection opened or failed: start the next one; fire
+        `all_open` once every connection opened or failed."""
+        self._in_flight -= 1
+        self._launch()
+        if self.opened + len(self.failed) >= self.wanted and not self.all_open.called:
+            self.all_open.callback(None)
+
+    def connect_all(self, urls, ping, at_once=100):
+        """Deferred: fires when every connection is open (or failed, listed in
+        `failed`). At most `at_once` opening handshakes are under way at a
+        time, as clients arriving over a few seconds would be."""
+        self.wanted += len(urls)
+        self._queue = [(url, ping) for url in urls]
+        self._in_flight = 0
+        self._at_once = at_once
+        self._launch()
+        return self.all_open
+
+    def _launch(self):
+        while self._queue and self._in_flight < self._at_once:
+            url, ping = self._queue.pop()
+            self._in_flight += 1
+            factory = CountingFactory(url)
             factory.protocol = CountingClient
             factory.bench = self
             factory.ping = ping
-            factory.setProtocolOptions(autoPingInterval=0)
+            factory.setProtocolOptions(autoPingInterval=0, openHandshakeTimeout=60)
             connectWS(factory)
-        return self.all_open

@@ -24,9 +24,11 @@ async def measure(reactor, server, warm_url, urls):
     before = server.rss_kib()
     clients = Clients(reactor)
     await clients.connect_all(urls, ping=False)
+    if clients.failed:
+        print(f"{len(clients.failed)} connections failed, e.g. {clients.failed[0]}", file=sys.stderr)
     await task.deferLater(reactor, 3.0, lambda: None)  # let the server settle
     after = server.rss_kib()
-    return before, after
+    return before, after, clients.opened
 
 
 async def main(reactor, count):
@@ -41,13 +43,13 @@ async def main(reactor, count):
                 urls = [server.url(tokens[0])] * count
             else:
                 urls = [server.url(t) for t in tokens[1:]]
-            before, after = await measure(reactor, server, server.url(tokens[0]), urls)
+            before, after, opened = await measure(reactor, server, server.url(tokens[0]), urls)
         finally:
             server.stop()
-        per = (after - before) * 1024 / count
-        results.append((shape, before, after, per))
-    for shape, before, after, per in results:
-        print(f"{count} idle connections, {shape}: RSS {before} KiB -> {after} KiB, {per / 1000:.1f} KB per connection")
+        per = (after - before) * 1024 / max(opened, 1)
+        results.append((shape, opened, before, after, per))
+    for shape, opened, before, after, per in results:
+        print(f"{opened} idle connections, {shape}: RSS {before} KiB -> {after} KiB, {per / 1000:.1f} KB per connection")
 
 
 if __name__ == "__main__":

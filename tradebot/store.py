@@ -17,7 +17,6 @@ from typing import Iterable, List, Optional, Tuple
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.pool import NullPool
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -45,10 +44,10 @@ class UnknownAccount(StoreError):
 
 def make_engine(url: str) -> sa.engine.Engine:
     """An engine for `url`. SQLite files get WAL, a busy timeout and foreign
-    keys, and no connection pool (each use opens the file)."""
+    keys; connections are pooled (the server uses one thread for SQLite)."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(
-            url, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False}
+            url, connect_args={"timeout": 30, "check_same_thread": False}
         )
 
         @event.listens_for(engine, "connect")
