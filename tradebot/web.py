@@ -6,6 +6,7 @@ without query strings, so a token never reaches a log.
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.logger import Logger
+from twisted.web import pages
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -26,12 +27,19 @@ class RedactingSite(Site):
         )
 
 
+class _Branch(Resource):
+    """A resource whose unknown children are a plain 404 page."""
+
+    def getChild(self, path, request):
+        return pages.notFound()
+
+
 def make_site(websocket_factory) -> Site:
     """The server's Site: the premium websocket, with or without its trailing
     slash, and 404 elsewhere."""
-    root = Resource()
-    ws = Resource()
-    check = Resource()
+    root = _Branch()
+    ws = _Branch()
+    check = _Branch()
     root.putChild(b"ws", ws)
     ws.putChild(b"check", check)
     check.putChild(b"premium", WebSocketResource(websocket_factory))
