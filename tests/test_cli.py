@@ -218,8 +218,8 @@ def test_list_shows_every_account(run):
     assert lines[0].split()[:3] == ["name", "symbols", "plan"]
     alice = next(l for l in lines if l.startswith("alice"))
     bob = next(l for l in lines if l.startswith("bob"))
-    assert alice.split() == ["alice", "XAUUSD,EURUSD", "default", "1", "1", "10000", "1", "no", "no"]
-    assert bob.split() == ["bob", "XAUUSD,EURUSD", "fixed", "1", "1", "10000", "1", "yes", "yes"]
+    assert alice.split() == ["alice", "XAUUSD,EURUSD", "default", "1", "1", "10000.00", "1", "no", "no"]
+    assert bob.split() == ["bob", "XAUUSD,EURUSD", "fixed", "1", "1", "10000.00", "1", "yes", "yes"]
 
 
 def test_list_with_no_accounts(run):
@@ -388,12 +388,13 @@ def test_trades_lists_every_trade(run, some_trades):
     rows = rows_by_id(out)
     assert set(rows) == set(some_trades.values())
     assert rows[some_trades["closed"]] == [
-        str(some_trades["closed"]), "alice", "XAUUSD", "BUY", CLOSED, "0.1", "1925.12", "1900",
-        "1950", "1950", "248.8", "profit", "1/1",
+        str(some_trades["closed"]), "alice", "XAUUSD", "BUY", CLOSED, "0.1", "1925.12", "1900.00",
+        "1950.00", "1950.00", "248.80", "profit", "1/1",
     ]
-    # Plain decimals, never an exponent; missing values as "-".
+    # Plain decimals, never an exponent, prices of a trade to the same decimals,
+    # money to cents; missing values as "-".
     assert rows[some_trades["open"]][:10] == [
-        str(some_trades["open"]), "alice", "EURUSD", "SELL", OPEN, "1", "1.1", "1.105", "1.09", "-",
+        str(some_trades["open"]), "alice", "EURUSD", "SELL", OPEN, "1", "1.100", "1.105", "1.090", "-",
     ]
     assert rows[some_trades["pending"]][6] == "-"
     assert "E+" not in out

@@ -194,15 +194,29 @@ def account_row(account) -> list:
         account.plan,
         account.phase,
         account.step,
-        account.balance,
+        _cents(account.balance),
         account.max_open_trades,
         account.always_on,
         account.revoked,
     ]
 
 
+def _cents(value: Optional[Decimal]) -> Optional[str]:
+    return None if value is None else format(value.quantize(Decimal("0.01")), "f")
+
+
+def _prices(*values: Optional[Decimal]) -> List[Optional[str]]:
+    """Prices of one trade with the same number of decimals (the store keeps
+    1.08620 as 1.0862; its stop at 1.08639 shows the symbol has five)."""
+    present = [v for v in values if v is not None]
+    places = max((max(0, -v.as_tuple().exponent) for v in present), default=0)
+    unit = Decimal(1).scaleb(-places)
+    return [None if v is None else format(v.quantize(unit), "f") for v in values]
+
+
 def trade_row(name: str, trade) -> list:
-    """The cells of one trade in `trades` and `account show`."""
+    """The cells of one trade in `trades` and `account show`: prices with
+    the trade's decimals, the profit in cents."""
     return [
         trade.id,
         name,
@@ -210,11 +224,8 @@ def trade_row(name: str, trade) -> list:
         trade.side,
         trade.status,
         trade.lot_size,
-        trade.open_price,
-        trade.stop_loss,
-        trade.take_profit,
-        trade.close_price,
-        trade.profit,
+        *_prices(trade.open_price, trade.stop_loss, trade.take_profit, trade.close_price),
+        _cents(trade.profit),
         trade.result,
         f"{trade.phase}/{trade.step}",
     ]
@@ -264,7 +275,7 @@ def cmd_account_show(args, store) -> int:
         ("symbols", ",".join(account.symbols)),
         ("plan", account.plan),
         ("phase/step", f"{account.phase}/{account.step}"),
-        ("balance", plain(account.balance)),
+        ("balance", _cents(account.balance)),
         ("max open trades", account.max_open_trades),
         ("always on", plain(account.always_on)),
         ("revoked", plain(account.revoked)),
