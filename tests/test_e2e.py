@@ -121,10 +121,19 @@ async def test_bad_tokens_get_403_and_other_paths_404(db_url, capsys):
             assert response.code == 403, query
             body = await response.text()
             assert "wrong" not in body
-        for path in ("/ws/check/premium/extra?", "/ws/check/other/?", "/?"):
+        for path in ("/ws/check/premium/extra?", "/ws/check/other/?", "/?", "/ws?", "/ws/check?"):
             response = await treq.get(http.replace("/ws/check/premium/", path) + token, headers=headers)
             assert response.code == 404, path
             await response.text()
+        # a plain GET, without the upgrade, is not a page: no status page, no redirect
+        for path in ("?" + token, "?redirect=https%3A%2F%2Fevil.example%2F"):
+            response = await treq.get(http + path, allow_redirects=False)
+            assert response.code == 426, path
+            assert b"evil" not in b"".join(response.headers.getRawHeaders("location", []))
+            await response.text()
+        response = await treq.get(http + "below?" + token)
+        assert response.code == 404
+        await response.text()
         # the accepted forms: raw query, token=, with and without the slash
         for good in (url + "?" + token, url + "?token=" + token, url.rstrip("/") + "?" + token):
             client = await connect(good)

@@ -300,9 +300,11 @@ def test_an_unknown_order_outcome_is_looked_up_not_resent(inline_store, logged_e
     assert client.take()[-1] == messages.signal(BUY, "XAUUSD")
     assert logged_errors.take(ConnectionError) == 1
     assert rig.trades()[0].status == records.PENDING
+    client.take()
     rig.clock.advance(MONITOR_INTERVAL)  # the monitor finds the order by its comment
     [trade] = rig.trades()
     assert trade.status == records.OPEN and trade.ticket is not None
+    assert client.take() == [messages.trade_placed("XAUUSD")]  # message 6, late but told
     rig.clock.pump([MONITOR_INTERVAL] * SIGNAL_INTERVAL)
     assert len(rig.broker.orders) == 1
     assert [m["message"] for m in client.take()] == [messages.ACTIVE_TRADE] * SIGNAL_INTERVAL
@@ -315,8 +317,15 @@ def test_an_order_that_never_filled_is_cancelled(inline_store, logged_errors):
     client = rig.stream()
     assert logged_errors.take(ConnectionError) == 1
     rig.broker.positions.clear()  # the order never reached the market
+    client.take()
     rig.clock.advance(MONITOR_INTERVAL)
     assert rig.trades()[0].status == records.CANCELLED
+    # told, and checking starts over at once
+    assert client.take() == [
+        messages.trade_not_placed("XAUUSD", "order never filled"),
+        checking("EURUSD"),
+        checking("XAUUSD"),
+    ]
     rig.clock.advance(SIGNAL_INTERVAL)
     assert client.take()[-2:] == [checking("EURUSD"), checking("XAUUSD")]
 

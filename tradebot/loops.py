@@ -458,9 +458,12 @@ class AccountSession(Service):
             await self._store.mark_not_placed(trade.id, records.CANCELLED, "order never filled")
             del self._trades[trade.id]
             self._unknown.discard(trade.id)
+            self._publish(messages.trade_not_placed(trade.symbol, "order never filled"))
             return
+        # the clients saw the signal (message 5); now they learn the order was filled
         if isinstance(found, Position):
             await self._record_fill(trade, found)
+            self._publish(messages.trade_placed(trade.symbol))
             return
         assert isinstance(found, ClosedPosition)
         opened = await self._record_fill(
@@ -479,6 +482,7 @@ class AccountSession(Service):
                 comment=found.comment,
             ),
         )
+        self._publish(messages.trade_placed(trade.symbol))
         await self._complete(opened, found)
 
     async def _complete(self, trade: TradeRecord, closed: ClosedPosition):

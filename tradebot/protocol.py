@@ -90,6 +90,8 @@ class PremiumProtocol(WebSocketServerProtocol):
         """Start the closing handshake with a protocol close code (1001,
         1003, 1008, 1011), which Autobahn's `sendClose` reserves for itself;
         nothing happens if the connection is already closing."""
+        if self._session is not None:
+            self._session.stop_streaming(self)
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
 
@@ -169,8 +171,10 @@ class PremiumProtocol(WebSocketServerProtocol):
             self._session.stop_streaming(self)
 
     def send_frame(self, frame):
-        """Write a message the session encoded once for all its connections."""
-        self.sendPreparedMessage(frame)
+        """Write a message the session encoded once for all its connections;
+        nothing once the closing handshake has begun (RFC 6455 5.5.1)."""
+        if self.state == self.STATE_OPEN:
+            self.sendPreparedMessage(frame)
 
     def onClose(self, wasClean, code, reason):
         """Leave the session."""
@@ -236,6 +240,8 @@ class PremiumFactory(WebSocketServerFactory):
             # dropping the TCP connection without a word
             failByDrop=False,
             allowNullOrigin=True,
+            # no Autobahn status page (nor its ?redirect=) on a plain GET: 426
+            webStatus=False,
         )
 
     def close_all(self, timeout: float = 3.0):

@@ -28,10 +28,25 @@ class RedactingSite(Site):
 
 
 class _Branch(Resource):
-    """A resource whose unknown children are a plain 404 page."""
+    """A path segment that is not a page itself: it and its unknown
+    children are a plain 404."""
 
     def getChild(self, path, request):
         return pages.notFound()
+
+    def render(self, request):
+        return pages.notFound().render(request)
+
+
+class _PremiumResource(WebSocketResource):
+    """The websocket, on its path alone (with or without the trailing
+    slash): anything below it is a 404, like any other unknown path."""
+
+    def render(self, request):
+        # A leaf, so it would answer for every path below it too.
+        if request.postpath not in ([], [b""]):
+            return pages.notFound().render(request)
+        return super().render(request)
 
 
 def make_site(websocket_factory) -> Site:
@@ -42,5 +57,5 @@ def make_site(websocket_factory) -> Site:
     check = _Branch()
     root.putChild(b"ws", ws)
     ws.putChild(b"check", check)
-    check.putChild(b"premium", WebSocketResource(websocket_factory))
+    check.putChild(b"premium", _PremiumResource(websocket_factory))
     return RedactingSite(root)
