@@ -14,7 +14,7 @@ setup(
     package_data={"tradebot.plans": ["*.toml"]},
     include_package_data=True,
     install_requires=[
-        "twisted >= 23.10",
+        "twisted[tls] >= 23.10",
         "autobahn[twisted] >= 23.1",
         "treq >= 23.11",
         "attrs >= 23.1",
