@@ -124,10 +124,25 @@ class PremiumProtocol(WebSocketServerProtocol):
     def onOpen(self):
         """Send message 1 and join the account's session."""
         self._rate = RateLimit(self.factory.clock, self.factory.message_rate, self.factory.message_burst)
+        self._release_http_channel()
         self.factory.connections.add(self)
         self.sendMessage(messages.encode(messages.welcome(self._account.symbols)))
         d = self.factory.sessions.session_for(self._account, self)
         d.addCallbacks(self._joined, self._join_failed)
+
+    def _release_http_channel(self):
+        # Twisted Web's HTTP channel registered itself as the transport's
+        # producer; after Autobahn took the transport over it would keep the
+        # channel and its request (about 4 KB) alive for the connection's life.
+        # This protocol registers no producer, so any producer is the channel's.
+        transport = self.transport
+        producer = getattr(transport, "producer", None) or getattr(transport, "_producer", None)
+        if producer is not None:
+            transport.unregisterProducer()
+        # Autobahn reads these only during the handshake (about 1 KB more).
+        self.http_request_data = self.http_response_data = None
+        self.http_headers = {}
+        self.http_request_params = {}
 
     def _joined(self, session):
         if self._account is None:  # closed meanwhile
