@@ -127,14 +127,15 @@ class AccountSession(Service):
         # the latest message 2 of each open trade, for a connection that starts streaming
         self._latest_report: Dict[int, dict] = {}
         self._placing: set = set()  # trade ids whose order call is under way
-        self._unknown: set = set()  # trade ids whose order outcome is unknown
         self._checking = False
         self._ready = False
         self.ready = defer.Deferred()
 
         self._on_idle = on_idle
-        self._signal_loop = _Loop(self._log, "signal check", self._check_signals, clock)
-        self._monitor_loop = _Loop(self._log, "trade monitor", self._monitor, clock)
+        # one Logger for both loops: each `self._log` access makes a new one
+        log = self._log
+        self._signal_loop = _Loop(log, "signal check", self._check_signals, clock)
+        self._monitor_loop = _Loop(log, "trade monitor", self._monitor, clock)
 
     # -- service -----------------------------------------------------------
 
@@ -161,8 +162,6 @@ class AccountSession(Service):
     async def _load(self):
         for trade in await self._store.live_trades(self.account.id):
             self._trades[trade.id] = trade
-            if trade.status == records.PENDING:
-                self._unknown.add(trade.id)
         if self._trades:
             self._log.info(
                 "account {name}: resuming {n} live trade(s)",
@@ -376,7 +375,6 @@ class AccountSession(Service):
             return False
         except Exception:
             self._placing.discard(trade.id)
-            self._unknown.add(trade.id)
             self._log.failure(
                 "order for trade {id} has an unknown outcome; it will be looked up", id=trade.id
             )
@@ -398,7 +396,6 @@ class AccountSession(Service):
             position.opened_at,
         )
         self._trades[trade.id] = opened
-        self._unknown.discard(trade.id)
         self._log.info(
             "account {name}: trade {id} opened, {side} {lot} {symbol} at {price} (ticket {ticket})",
             name=self.account.name,
@@ -457,7 +454,6 @@ class AccountSession(Service):
             )
             await self._store.mark_not_placed(trade.id, records.CANCELLED, "order never filled")
             del self._trades[trade.id]
-            self._unknown.discard(trade.id)
             self._publish(messages.trade_not_placed(trade.symbol, "order never filled"))
             return
         # the clients saw the signal (message 5); now they learn the order was filled
