@@ -210,3 +210,27 @@ async def test_restart_with_a_trade_open_resumes_it_without_a_new_order(db_url, 
     finally:
         store.close()
         await restarted.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_connection_keeps_no_http_request_alive(db_url, capsys):
+    # Twisted Web's request and channel (about 4 KB) would otherwise live as
+    # long as each websocket: see PremiumProtocol._release_http_channel.
+    import gc
+
+    from twisted.web.http import HTTPChannel
+    from twisted.web.server import Request
+
+    token = add_account(db_url, capsys)
+    service, url = await start_server(db_url)
+    try:
+        clients = [await connect(url + "?" + token) for _ in range(3)]
+        for client in clients:
+            await client.wait_for(lambda m: m["message"] == messages.WELCOME)
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, (Request, HTTPChannel))]
+        assert alive == []
+        for client in clients:
+            await close(client)
+    finally:
+        await service.stopService()
