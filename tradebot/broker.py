@@ -24,6 +24,9 @@ SIDES = (BUY, SELL)
 
 CENT = Decimal("0.01")
 
+#: The broker URL schemes `backend_from_url` knows.
+SCHEMES = ("paper", "mt5", "mt5linux")
+
 #: Why a position closed, as recorded and reported.
 CLOSE_REASONS = ("tp", "sl", "stop_out", "manual", "expert", "other")
 
@@ -173,9 +176,19 @@ class ClosedPosition:
 class Broker:
     """One trading account at a broker. Every method returns a Deferred.
 
-    Implementations: `tradebot.paper.PaperBroker`. A new broker passes the
+    Implementations: `tradebot.paper.PaperBroker`, `tradebot.mt5.backend.MT5Broker`.
+    `available` is False while the broker cannot take orders. A new broker passes the
     contract suite in ``tests/broker_contract.py``.
     """
+
+    available = True
+
+    def watch(self, callback) -> None:
+        """Call ``callback(available: bool, reason: str)`` each time
+        `available` changes. A broker that never goes away never calls it."""
+
+    def unwatch(self, callback) -> None:
+        """Stop calling `callback`."""
 
     def balance(self):
         """Deferred[Decimal]: the account balance in account money."""
@@ -264,6 +277,26 @@ class BrokerURL:
         return cls(scheme=parts.scheme, netloc=parts.netloc, params=params)
 
 
+def check_url(url: str) -> None:
+    """Raise ValueError, naming the problem, unless `url` is a broker URL
+    `backend_from_url` accepts. Builds nothing and starts nothing."""
+    parsed = BrokerURL.parse(url)
+    if parsed.scheme == "paper":
+        from tradebot.paper import PaperBackend
+
+        PaperBackend.from_url(parsed, reactor=_CHECK_ONLY)
+    elif parsed.scheme in ("mt5", "mt5linux"):
+        from tradebot.mt5.backend import settings_from_url
+
+        settings_from_url(parsed)
+    else:
+        raise ValueError(f"unknown broker URL scheme {parsed.scheme!r} (known: {', '.join(SCHEMES)})")
+
+
+#: Stands in for a reactor where a backend is built only to check its URL.
+_CHECK_ONLY = object()
+
+
 def backend_from_url(url: str, store=None, reactor=None) -> BrokerBackend:
     """Build the backend a broker URL names. `store` persists simulated
     accounts; `reactor` provides the clock. Raises ValueError for an unknown
@@ -273,4 +306,8 @@ def backend_from_url(url: str, store=None, reactor=None) -> BrokerBackend:
         from tradebot.paper import PaperBackend
 
         return PaperBackend.from_url(parsed, store=store, reactor=reactor)
-    raise ValueError(f"unknown broker URL scheme {parsed.scheme!r} (known: paper)")
+    if parsed.scheme in ("mt5", "mt5linux"):
+        from tradebot.mt5.backend import backend_from_url as mt5_backend
+
+        return mt5_backend(parsed, reactor=reactor)
+    raise ValueError(f"unknown broker URL scheme {parsed.scheme!r} (known: {', '.join(SCHEMES)})")

@@ -35,7 +35,15 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tradebot import messages, records
-from tradebot.broker import BUY, ClosedPosition, OrderRefused, OrderRequest, Position, to_cents
+from tradebot.broker import (
+    BUY,
+    BrokerUnavailable,
+    ClosedPosition,
+    OrderRefused,
+    OrderRequest,
+    Position,
+    to_cents,
+)
 from tradebot.records import Account, TradeRecord
 
 
@@ -143,6 +151,7 @@ class AccountSession(Service):
         """Load the account's live trades and start watching them; `ready`
         fires when done."""
         super().startService()
+        self._broker.watch(self._broker_changed)
         d = defer.ensureDeferred(self._load())
 
         def _loaded(_):
@@ -172,8 +181,17 @@ class AccountSession(Service):
     def stopService(self):
         """Stop both loops; live trades stay recorded for the next start."""
         super().stopService()
+        self._broker.unwatch(self._broker_changed)
         self._signal_loop.stop()
         self._monitor_loop.stop()
+
+    def _broker_changed(self, available: bool, reason: str) -> None:
+        """Tell the clients once that the broker went away, once that it is back."""
+        if available:
+            self._publish(messages.broker_available())
+        else:
+            self._publish(messages.broker_unavailable(reason))
+        self._update_loops()
 
     # -- connections ---------------------------------------------------------
 
@@ -197,6 +215,9 @@ class AccountSession(Service):
         self._streaming[connection] = set()
         for report in list(self._latest_report.values()):
             connection.send_frame(self._encode(report))
+        if not self._broker.available:
+            reason = getattr(self._broker, "unavailable_reason", "")
+            connection.send_frame(self._encode(messages.broker_unavailable(reason)))
         d = _guarded(self._log, "delivering stored completions", self._deliver_pending, connection)
         d.addCallback(lambda _: self._update_loops())
         return d
@@ -294,7 +315,7 @@ class AccountSession(Service):
     # -- signals and placement -------------------------------------------------
 
     async def _check_signals(self):
-        if self._checking:
+        if self._checking or not self._broker.available:
             return
         self._checking = True
         try:
@@ -311,6 +332,9 @@ class AccountSession(Service):
                 try:
                     spec = await self._broker.symbol(symbol)
                     signal = await self._market.signal(self._broker, symbol, spec, self._strategy)
+                except BrokerUnavailable as e:
+                    self._log.info("signal checks paused: {reason}", reason=e)
+                    break
                 except Exception:
                     self._log.failure("signal check of {symbol} failed", symbol=symbol)
                     continue
@@ -338,6 +362,10 @@ class AccountSession(Service):
             balance = await self._broker.balance()
             plan = self._plans(account.plan)
             lot = plan.lot_size(account.phase, account.step, balance, Decimal(loss_per_lot), spec)
+        except BrokerUnavailable as e:
+            self._log.warn("sizing a {side} trade on {symbol}: {reason}", side=signal.side, symbol=symbol, reason=e)
+            self._publish(messages.trade_not_placed(symbol, _reason(e)))
+            return False
         except Exception as e:
             self._log.failure("sizing a {side} trade on {symbol} failed", side=signal.side, symbol=symbol)
             self._publish(messages.trade_not_placed(symbol, _reason(e)))
@@ -372,6 +400,14 @@ class AccountSession(Service):
             await self._store.mark_not_placed(trade.id, records.REFUSED, e.reason)
             del self._trades[trade.id]
             self._publish(messages.trade_not_placed(symbol, e.reason))
+            return False
+        except BrokerUnavailable as e:
+            self._placing.discard(trade.id)
+            self._log.warn(
+                "order for trade {id} has an unknown outcome ({reason}); it will be looked up",
+                id=trade.id,
+                reason=e,
+            )
             return False
         except Exception:
             self._placing.discard(trade.id)
@@ -419,6 +455,8 @@ class AccountSession(Service):
                     await self._reconcile(trade)
                 else:
                     await self._watch(trade)
+            except BrokerUnavailable as e:
+                self._log.debug("watching trade {id}: {reason}", id=trade.id, reason=e)
             except Exception:
                 self._log.failure("watching trade {id} failed", id=trade.id)
         self._update_loops()

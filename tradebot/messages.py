@@ -19,6 +19,8 @@ CHECKING = "checking for signal..."
 TRADE_PLACED = "A signal was received and trade has been placed"
 TRADE_NOT_PLACED = "trade could not be placed"
 INVALID_MESSAGE = "invalid message"
+BROKER_UNAVAILABLE = "broker unavailable"
+BROKER_AVAILABLE = "broker available"
 
 
 def _number(value: Decimal) -> float:
@@ -111,6 +113,17 @@ def trade_placed(symbol: str) -> dict:
 def trade_not_placed(symbol: str, error: str) -> dict:
     """The broker refused the order for a signal; nothing was opened."""
     return {"status": False, "message": TRADE_NOT_PLACED, "data": {"symbol": symbol, "error": error}}
+
+
+def broker_unavailable(reason: str) -> dict:
+    """The broker stopped answering or cannot take orders: no new trade is
+    placed until `broker_available`; open trades are reported again then."""
+    return {"status": False, "message": BROKER_UNAVAILABLE, "data": {"reason": reason}}
+
+
+def broker_available() -> dict:
+    """The broker is back after `broker_unavailable`."""
+    return {"status": True, "message": BROKER_AVAILABLE, "data": {}}
 
 
 def invalid_message(error: str) -> dict:

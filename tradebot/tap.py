@@ -14,7 +14,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tradebot.broker import BrokerURL, backend_from_url
+from tradebot.broker import backend_from_url, check_url
 from tradebot.loops import SessionManager
 from tradebot.market import MarketData
 from tradebot.plan import PlanError, load_plan
@@ -74,9 +74,10 @@ class Options(usage.Options):
             strategy_from_name(str(self["strategy"]))
         except ValueError as e:
             raise usage.UsageError(str(e))
-        scheme = BrokerURL.parse(str(self["broker"])).scheme
-        if scheme != "paper":
-            raise usage.UsageError(f"unknown broker URL scheme {scheme!r} (known: paper)")
+        try:
+            check_url(str(self["broker"]))
+        except ValueError as e:
+            raise usage.UsageError(f"--broker: {e}")
 
 
 def _read_config(path: str) -> dict:

@@ -1,0 +1,838 @@
+"""
+The MetaTrader 5 broker: the broker interface over a link to one terminal.
+
+A `MT5Backend` is one terminal logged in to one trading account; each tradebot
+account trading through it gets an `MT5Broker`, told apart by its magic number
+(``magic`` + the account's id) on every order. What it takes care of, after
+``docs/mt5.md`` and the MetaTrader5 facts it cites:
+
+- **Connection.** `initialize` with the terminal path; `login` only when the
+  terminal is on another account (re-sending credentials can drop a session);
+  a warning when algo trading is off. A heartbeat reads `terminal_info()`:
+  a lost terminal (no answer, IPC errors) is reconnected with back-off, a lost
+  broker link (``connected`` false) pauses new orders; watchers hear once when
+  the broker goes away and once when it is back.
+- **Orders.** The symbol selected before use; volume checked against
+  min/max/step; SL and TP rounded to the digits and pushed out to the stops
+  level; a filling mode from the symbol's flags, proven with `order_check`
+  and kept for the symbol; requotes retried with a fresh price, too many
+  requests backed off; every other refusal is an `OrderRefused` with a
+  readable reason. After a timeout, a lost connection or a ``None`` result
+  the order is looked up by magic and comment, never sent again.
+- **Positions** by ``identifier`` (a netting account changes the ticket on a
+  reversal), on hedging and netting accounts; a closed position's result is
+  the sum of profit, commission, swap and fee over all its deals, its close
+  price, time and cause (SL, TP, stop out, by hand) from the exit deal.
+- **Time.** The terminal's times are the broker server's wall clock; the
+  offset is measured from fresh ticks and every time leaves here in UTC.
+"""
+
+import os
+import sys
+import zlib
+from decimal import Decimal
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from tradebot.broker import (
+    BUY,
+    SELL,
+    Broker,
+    BrokerBackend,
+    BrokerError,
+    BrokerUnavailable,
+    BrokerURL,
+    Candles,
+    ClosedPosition,
+    OrderRefused,
+    OrderRequest,
+    Position,
+    SymbolSpec,
+    Tick,
+    UnknownSymbol,
+    to_cents,
+)
+from tradebot.mt5 import codes
+from tradebot.mt5.links import LinkFailed
+
+#: Where the password comes from: never the URL, never a log line.
+PASSWORD_ENV = "TRADEBOT_MT5_PASSWORD"
+DEFAULT_MAGIC = 234000
+#: How far back order history is searched for an order to reconcile.
+HISTORY_DAYS = 30
+#: Attempts at an order that meets requotes or too-many-requests.
+ORDER_ATTEMPTS = 4
+
+
+class OutcomeUnknown(BrokerUnavailable):
+    """An order's answer was lost and the order was not found (yet); the
+    session looks it up again later. It is never resent."""
+
+
+class TerminalError(BrokerError):
+    """An API call failed and ``last_error()`` said why."""
+
+    def __init__(self, call: str, code: Optional[int], message: str):
+        super().__init__(f"{call}: {message} ({code})")
+        self.call = call
+        self.code = code
+        self.message = message
+
+
+def _decimal(value) -> Decimal:
+    return Decimal(repr(float(value)))
+
+
+class MT5Broker(Broker):
+    """One tradebot account's view of the terminal's trading account: its
+    orders and positions are the ones carrying its magic number."""
+
+    def __init__(self, backend: "MT5Backend", magic: int):
+        self.backend = backend
+        self.magic = magic
+
+    @property
+    def available(self) -> bool:
+        """True while orders can be sent (terminal and broker link up)."""
+        return self.backend.available
+
+    @property
+    def unavailable_reason(self) -> str:
+        """Why orders cannot be sent now, while `available` is False."""
+        return self.backend.down_reason
+
+    def watch(self, callback) -> None:
+        """Hear of the terminal's availability changes."""
+        self.backend.watch(callback)
+
+    def unwatch(self, callback) -> None:
+        """Stop hearing of them."""
+        self.backend.unwatch(callback)
+
+    def balance(self):
+        """Deferred[Decimal]: the terminal account's balance, to cents."""
+        return defer.ensureDeferred(self.backend.balance())
+
+    def symbol(self, name):
+        """Deferred[SymbolSpec] of a symbol, selected in Market Watch."""
+        return defer.ensureDeferred(self.backend.spec(name))
+
+    def tick(self, name):
+        """Deferred[Tick]: the latest quote, its time in UTC."""
+        return defer.ensureDeferred(self.backend.tick(name))
+
+    def candles(self, name, count):
+        """Deferred[Candles]: the last `count` completed M1 bars."""
+        return defer.ensureDeferred(self.backend.candles(name, count))
+
+    def calc_profit(self, side, name, volume, price_open, price_close):
+        """Deferred[Decimal] from ``order_calc_profit``."""
+        return defer.ensureDeferred(self.backend.calc_profit(side, name, volume, price_open, price_close))
+
+    def open_position(self, request: OrderRequest):
+        """Deferred[Position]; `OrderRefused` when the broker says no,
+        `OutcomeUnknown` when its answer was lost and the order not found."""
+        return defer.ensureDeferred(self.backend.open_position(request, self.magic))
+
+    def position(self, ticket):
+        """Deferred[Optional[Position]] by position identifier."""
+        return defer.ensureDeferred(self.backend.position(ticket, self.magic))
+
+    def closed_position(self, ticket):
+        """Deferred[Optional[ClosedPosition]]: None while open, or while its
+        exit deal has not reached the history yet."""
+        return defer.ensureDeferred(self.backend.closed_position(ticket, self.magic))
+
+    def find_by_comment(self, comment):
+        """Deferred[Position | ClosedPosition | None] of this account's order
+        with `comment`, from positions and then order history."""
+        return defer.ensureDeferred(self.backend.find_by_comment(comment, self.magic))
+
+
+class MT5Backend(BrokerBackend):
+    """One MetaTrader 5 terminal reached through `link`.
+
+    `reactor` gives the clock; `password` (if not given) is read from the
+    ``TRADEBOT_MT5_PASSWORD`` environment variable when a login is needed.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        link,
+        reactor,
+        url: str = "mt5://",
+        path: Optional[str] = None,
+        login: Optional[int] = None,
+        server: Optional[str] = None,
+        password: Optional[str] = None,
+        deviation: int = 20,
+        magic: int = DEFAULT_MAGIC,
+        init_timeout_ms: int = 60000,
+        heartbeat: float = 5.0,
+        max_backoff: float = 60.0,
+    ):
+        self.link = link
+        self.reactor = reactor
+        self.url = url
+        self.path = path
+        self.login = login
+        self.server = server
+        self._password = password
+        self.deviation = deviation
+        self.magic = magic
+        self.init_timeout_ms = init_timeout_ms
+        self.heartbeat = heartbeat
+        self.max_backoff = max_backoff
+        #: Server time minus UTC, in seconds, once measured.
+        self.offset: Optional[float] = None
+        self.hedging = True
+        self.terminal_up = False
+        self.broker_link_up = False
+        self.down_reason = "not connected yet"
+        self._watchers: List[Callable[[bool, str], None]] = []
+        self._symbols: Dict[str, Tuple[SymbolSpec, dict]] = {}
+        self._filling: Dict[str, int] = {}
+        self._brokers: Dict[str, MT5Broker] = {}
+        self._backoff = 1.0
+        self._reconnect_call = None
+        self._connecting: Optional[defer.Deferred] = None
+        self._heartbeat_loop = task.LoopingCall(self._beat)
+        self._heartbeat_loop.clock = reactor
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        """True while orders can be sent: the terminal answers and is
+        connected to the broker."""
+        return self.terminal_up and self.broker_link_up
+
+    def watch(self, callback: Callable[[bool, str], None]) -> None:
+        """Call ``callback(available, reason)`` each time availability changes."""
+        self._watchers.append(callback)
+
+    def unwatch(self, callback) -> None:
+        """Stop calling `callback`."""
+        if callback in self._watchers:
+            self._watchers.remove(callback)
+
+    def start(self):
+        """Deferred: the first connection attempt made. A terminal that is not
+        there yet is retried in the background; the server starts anyway."""
+        self._heartbeat_loop.start(self.heartbeat, now=False).addErrback(
+            lambda f: self._log.failure("mt5 heartbeat stopped", f)
+        )
+        return self._connect_once()
+
+    def stop(self):
+        """Deferred: heartbeat and reconnection stopped, the link closed."""
+        self._stopped = True
+        if self._heartbeat_loop.running:
+            self._heartbeat_loop.stop()
+        if self._reconnect_call is not None and self._reconnect_call.active():
+            self._reconnect_call.cancel()
+        return self.link.stop()
+
+    def broker_for(self, account_key: str, initial_balance) -> MT5Broker:
+        """The account's `MT5Broker`: magic number `magic` + the account id."""
+        broker = self._brokers.get(account_key)
+        if broker is None:
+            offset = int(account_key) if account_key.isdigit() else zlib.crc32(account_key.encode()) % 100000
+            broker = self._brokers[account_key] = MT5Broker(self, self.magic + offset)
+        return broker
+
+    def _connect_once(self):
+        if self._connecting is None:
+            self._connecting = defer.ensureDeferred(self._connect())
+
+            def _done(result):
+                self._connecting = None
+                return result
+
+            self._connecting.addBoth(_done)
+        return self._connecting
+
+    async def _connect(self):
+        try:
+            await self._initialise()
+        except Exception as e:
+            reason = e.reason if isinstance(e, OrderRefused) else str(e)
+            self._log.warn("mt5 {url}: cannot connect to the terminal: {reason}", url=self.url, reason=reason)
+            self._set_state(False, False, f"terminal unreachable: {reason}")
+            self._schedule_reconnect()
+            return
+        self._backoff = 1.0
+
+    async def _initialise(self):
+        kwargs = {"timeout": self.init_timeout_ms}
+        if self.path:
+            kwargs["path"] = self.path
+        await self._raw("initialize", **kwargs)
+        account = await self._raw("account_info")
+        if self.login is not None and account["login"] != self.login:
+            password = self._password if self._password is not None else os.environ.get(PASSWORD_ENV)
+            if not password:
+                raise BrokerError(
+                    f"the terminal is logged in to account {account['login']}, not {self.login}, "
+                    f"and no password is set (${PASSWORD_ENV})"
+                )
+            login_kwargs = {"password": password, "timeout": self.init_timeout_ms}
+            if self.server:
+                login_kwargs["server"] = self.server
+            await self._raw("login", self.login, **login_kwargs)
+            account = await self._raw("account_info")
+        terminal = await self._raw("terminal_info")
+        self.hedging = account["margin_mode"] == codes.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING
+        self._symbols.clear()
+        self._filling.clear()
+        self._log.info(
+            "mt5 {url}: connected to account {login} on {server} ({mode} account)",
+            url=self.url,
+            login=account["login"],
+            server=account.get("server", "?"),
+            mode="hedging" if self.hedging else "netting",
+        )
+        self._check_permissions(terminal, account)
+        self._set_state(True, bool(terminal["connected"]), "the terminal has no connection to the broker")
+
+    def _check_permissions(self, terminal: dict, account: dict) -> None:
+        if not terminal.get("trade_allowed", True):
+            self._log.warn(
+                "mt5 {url}: algo trading is off in the terminal: orders will be refused "
+                "until the Algo Trading button is on",
+                url=self.url,
+            )
+        if terminal.get("tradeapi_disabled", False):
+            self._log.warn(
+                "mt5 {url}: trading through the Python API is disabled in the terminal "
+                "(Tools > Options > Expert Advisors): orders will be refused",
+                url=self.url,
+            )
+        if not account.get("trade_expert", True):
+            self._log.warn("mt5 {url}: the broker does not allow expert trading on this account", url=self.url)
+
+    def _set_state(self, terminal_up: bool, broker_link_up: bool, reason: str) -> None:
+        was = self.available
+        self.terminal_up, self.broker_link_up = terminal_up, broker_link_up
+        if not self.available:
+            self.down_reason = reason
+        if was != self.available:
+            if self.available:
+                self._log.info("mt5 {url}: broker available", url=self.url)
+            else:
+                self._log.warn("mt5 {url}: broker unavailable: {reason}", url=self.url, reason=reason)
+            for watcher in list(self._watchers):
+                try:
+                    watcher(self.available, "" if self.available else reason)
+                except Exception:
+                    self._log.failure("a broker watcher failed")
+
+    def _lost(self, reason: str) -> None:
+        """The terminal stopped answering: reconnect in the background."""
+        if self.terminal_up:
+            self._set_state(False, False, reason)
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        if self._stopped or (self._reconnect_call is not None and self._reconnect_call.active()):
+            return
+        delay, self._backoff = self._backoff, min(self._backoff * 2, self.max_backoff)
+        self._reconnect_call = self.reactor.callLater(delay, self._connect_once)
+
+    def _beat(self):
+        if not self.terminal_up:
+            return None
+        return defer.ensureDeferred(self._check_terminal()).addErrback(
+            lambda f: self._log.failure("mt5 heartbeat failed", f)
+        )
+
+    async def _check_terminal(self):
+        try:
+            terminal = await self._raw("terminal_info")
+        except (BrokerUnavailable, TerminalError) as e:
+            self._lost(f"terminal unreachable: {e}")
+            return
+        self._set_state(True, bool(terminal["connected"]), "the terminal has no connection to the broker")
+
+    # -- calls -----------------------------------------------------------------
+
+    async def _raw(self, name: str, *args, **kwargs):
+        """The value of one API call. Raises `TerminalError` when it failed
+        with a reason, `BrokerUnavailable` when the terminal is out of reach
+        (and starts reconnecting)."""
+        try:
+            answer = await self.link.call(name, *args, **kwargs)
+        except LinkFailed as e:
+            self._lost(str(e))
+            raise
+        if "raised" in answer:
+            raise TerminalError(name, None, answer["raised"])
+        error = answer.get("error")
+        if error is not None:
+            code, message = error
+            if code in codes.IPC_ERRORS:
+                self._lost(f"{name}: {message} ({code})")
+                raise BrokerUnavailable(f"{name}: {message} ({code})")
+            raise TerminalError(name, code, message)
+        return answer["value"]
+
+    async def _call(self, name: str, *args, **kwargs):
+        """`_raw` for a session's call: fails at once while the terminal is
+        out of reach."""
+        if not self.terminal_up:
+            raise BrokerUnavailable(self.down_reason)
+        return await self._raw(name, *args, **kwargs)
+
+    # -- market data -----------------------------------------------------------
+
+    async def _symbol(self, name: str) -> Tuple[SymbolSpec, dict]:
+        known = self._symbols.get(name)
+        if known is not None:
+            return known
+        try:
+            info = await self._call("symbol_info", name)
+        except TerminalError:
+            raise UnknownSymbol(f"the broker does not offer {name}")
+        if not info.get("visible", False) or not info.get("select", True):
+            try:
+                await self._call("symbol_select", name, True)
+            except TerminalError as e:
+                raise UnknownSymbol(f"{name} cannot be selected in Market Watch: {e.message}")
+            info = await self._call("symbol_info", name)
+        spec = SymbolSpec(
+            name=info["name"],
+            digits=int(info["digits"]),
+            contract_size=_decimal(info["trade_contract_size"]),
+            volume_min=_decimal(info["volume_min"]),
+            volume_max=_decimal(info["volume_max"]),
+            volume_step=_decimal(info["volume_step"]),
+            stops_level=int(info["trade_stops_level"]),
+            spread=int(info.get("spread", 0)),
+            profit_currency=info.get("currency_profit", ""),
+            description=info.get("description", ""),
+        )
+        self._symbols[name] = (spec, info)
+        return spec, info
+
+    async def spec(self, name: str) -> SymbolSpec:
+        """The symbol's `SymbolSpec`, selecting it in Market Watch if needed."""
+        return (await self._symbol(name))[0]
+
+    async def _raw_tick(self, name: str) -> dict:
+        await self._symbol(name)
+        tick = await self._call("symbol_info_tick", name)
+        self._measure_offset(tick)
+        return tick
+
+    def _measure_offset(self, tick: dict) -> None:
+        """Server time minus UTC, in whole half hours, from a fresh tick. A
+        tick older than ten minutes (a quiet or closed market) says nothing."""
+        server_time = tick.get("time_msc", 0) / 1000.0 or float(tick["time"])
+        difference = server_time - self.reactor.seconds()
+        offset = round(difference / 1800.0) * 1800.0
+        if abs(difference - offset) <= 600:
+            if self.offset is not None and offset != self.offset:
+                self._log.info("mt5 {url}: server time offset now {h:+g} h", url=self.url, h=offset / 3600)
+            self.offset = offset
+
+    async def _to_utc(self, server_time: float, symbol: str) -> float:
+        if self.offset is None:
+            await self._raw_tick(symbol)
+        return server_time - (self.offset or 0.0)
+
+    async def tick(self, name: str) -> Tick:
+        """The latest quote, prices at the symbol's digits, time in UTC."""
+        spec, _ = await self._symbol(name)
+        tick = await self._raw_tick(name)
+        return Tick(
+            symbol=name,
+            time=await self._to_utc(float(tick["time"]), name),
+            bid=spec.round_price(tick["bid"]),
+            ask=spec.round_price(tick["ask"]),
+        )
+
+    async def candles(self, name: str, count: int) -> Candles:
+        """The last `count` completed M1 bars (position 0, the bar still
+        forming, is left out), times in UTC."""
+        await self._symbol(name)
+        rates = await self._call("copy_rates_from_pos", name, codes.TIMEFRAME_M1, 1, int(count))
+        offset = await self._to_utc(0.0, name)
+        return Candles(
+            symbol=name,
+            time=np.asarray(rates["time"], dtype=np.float64) + offset,
+            open=np.asarray(rates["open"], dtype=np.float64),
+            high=np.asarray(rates["high"], dtype=np.float64),
+            low=np.asarray(rates["low"], dtype=np.float64),
+            close=np.asarray(rates["close"], dtype=np.float64),
+        )
+
+    async def calc_profit(self, side, name, volume, price_open, price_close) -> Decimal:
+        """``order_calc_profit`` in account money, unrounded."""
+        await self._symbol(name)
+        value = await self._call(
+            "order_calc_profit",
+            codes.ORDER_TYPE_BUY if side == BUY else codes.ORDER_TYPE_SELL,
+            name,
+            float(volume),
+            float(price_open),
+            float(price_close),
+        )
+        return _decimal(value)
+
+    async def balance(self) -> Decimal:
+        """The trading account's balance, to cents."""
+        account = await self._call("account_info")
+        return to_cents(account["balance"])
+
+    # -- orders ----------------------------------------------------------------
+
+    async def open_position(self, request: OrderRequest, magic: int) -> Position:
+        """Send a market order for `request` (see the module docstring)."""
+        if not self.available:
+            raise OrderRefused(f"broker unavailable: {self.down_reason}", "unavailable")
+        spec, info = await self._symbol(request.symbol)
+        _check_trade_mode(info, request.side)
+        _check_volume(spec, request.volume)
+        order_type = codes.ORDER_TYPE_BUY if request.side == BUY else codes.ORDER_TYPE_SELL
+        retcode, comment = None, ""
+        for attempt in range(ORDER_ATTEMPTS):
+            tick = await self._raw_tick(request.symbol)
+            price = spec.round_price(tick["ask"] if request.side == BUY else tick["bid"])
+            stop_loss, take_profit = _stops_for(spec, info, request, tick)
+            order = {
+                "action": codes.TRADE_ACTION_DEAL,
+                "symbol": request.symbol,
+                "volume": float(request.volume),
+                "type": order_type,
+                "price": float(price),
+                "sl": float(stop_loss),
+                "tp": float(take_profit),
+                "deviation": int(self.deviation),
+                "magic": int(magic),
+                "comment": request.comment,
+                "type_time": codes.ORDER_TIME_GTC,
+            }
+            order["type_filling"] = await self._filling_for(request.symbol, info, order)
+            try:
+                result = await self._raw("order_send", order)
+            except TerminalError as e:
+                if e.code == codes.RES_E_INVALID_PARAMS:  # refused before it left the terminal
+                    raise OrderRefused(f"invalid request: {e.message}", e.code)
+                return await self._after_unknown(request, magic, f"order_send failed: {e}")
+            except BrokerUnavailable as e:
+                return await self._after_unknown(request, magic, str(e))
+            retcode, comment = result["retcode"], result.get("comment", "")
+            if retcode in codes.FILLED:
+                return await self._filled(request, magic, result)
+            if retcode in codes.OUTCOME_UNKNOWN:
+                return await self._after_unknown(request, magic, codes.refusal_reason(retcode, comment))
+            if retcode in codes.RETRY_WITH_NEW_PRICE:
+                continue
+            if retcode == codes.TOO_MANY_REQUESTS:
+                await task.deferLater(self.reactor, 2.0**attempt, lambda: None)
+                continue
+            if retcode == codes.INVALID_FILL:
+                self._filling.pop(request.symbol, None)
+            raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
+        raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
+
+    async def _filling_for(self, symbol: str, info: dict, order: dict) -> int:
+        """The symbol's filling mode: the first its flags allow that
+        ``order_check`` accepts, kept once proven."""
+        known = self._filling.get(symbol)
+        if known is not None:
+            return known
+        candidates = _filling_candidates(info)
+        for filling in candidates:
+            try:
+                check = await self._raw("order_check", dict(order, type_filling=filling))
+            except TerminalError as e:
+                if e.code == codes.RES_E_INVALID_PARAMS:
+                    raise OrderRefused(f"invalid request: {e.message}", e.code)
+                raise
+            if check["retcode"] == 0:
+                self._filling[symbol] = filling
+                return filling
+            if check["retcode"] != codes.INVALID_FILL:
+                return filling  # the check objected to something else: let the order say what
+        raise OrderRefused(codes.refusal_reason(codes.INVALID_FILL), codes.INVALID_FILL)
+
+    async def _filled(self, request: OrderRequest, magic: int, result: dict) -> Position:
+        order_ticket = result["order"]
+        positions = await self._raw("positions_get", ticket=order_ticket) or []
+        if not positions:  # netting: the deal joined or reversed a position
+            deals = await self._raw("history_deals_get", ticket=order_ticket) or []
+            identifier = deals[0]["position_id"] if deals else order_ticket
+            positions = [p for p in await self._raw("positions_get", symbol=request.symbol) or [] if p["identifier"] == identifier]
+            if not positions:
+                closed = await self.closed_position(identifier, magic)
+                if closed is not None:
+                    raise OutcomeUnknown(f"order {order_ticket} filled and its position closed at once")
+                raise OutcomeUnknown(f"order {order_ticket} filled but its position is not visible yet")
+        return await self._position(positions[0])
+
+    async def _after_unknown(self, request: OrderRequest, magic: int, why: str) -> Position:
+        """The order's answer was lost: find it, or leave it to a later look."""
+        self._log.warn(
+            "mt5 {url}: order {comment} has an unknown outcome ({why}); looking it up",
+            url=self.url,
+            comment=request.comment,
+            why=why,
+        )
+        try:
+            found = await self.find_by_comment(request.comment, magic)
+        except BrokerError as e:
+            raise OutcomeUnknown(f"{why}; lookup failed: {e}")
+        if isinstance(found, Position):
+            return found
+        if isinstance(found, ClosedPosition):
+            raise OutcomeUnknown(f"{why}; the order filled and has closed already")
+        raise OutcomeUnknown(f"{why}; not found yet")
+
+    # -- positions -------------------------------------------------------------
+
+    async def _position(self, raw: dict) -> Position:
+        spec, _ = await self._symbol(raw["symbol"])
+        opened = raw.get("time_msc", 0) / 1000.0 or float(raw["time"])
+        return Position(
+            ticket=int(raw["identifier"]),
+            symbol=raw["symbol"],
+            side=BUY if raw["type"] == codes.ORDER_TYPE_BUY else SELL,
+            volume=_decimal(raw["volume"]),
+            open_price=spec.round_price(raw["price_open"]),
+            stop_loss=spec.round_price(raw["sl"]),
+            take_profit=spec.round_price(raw["tp"]),
+            current_price=spec.round_price(raw["price_current"]),
+            profit=to_cents(_decimal(raw["profit"]) + _decimal(raw.get("swap", 0))),
+            opened_at=await self._to_utc(opened, raw["symbol"]),
+            comment=raw.get("comment", ""),
+        )
+
+    async def _open_raw(self, identifier: int, magic: int) -> Optional[dict]:
+        positions = await self._call("positions_get", ticket=int(identifier)) or []
+        mine = [p for p in positions if p["identifier"] == identifier and p["magic"] == magic]
+        if mine:
+            return mine[0]
+        # a netting reversal gives the position a new ticket, same identifier
+        positions = await self._call("positions_get") or []
+        mine = [p for p in positions if p["identifier"] == identifier and p["magic"] == magic]
+        return mine[0] if mine else None
+
+    async def position(self, identifier: int, magic: int) -> Optional[Position]:
+        """The open position with this identifier, or None."""
+        raw = await self._open_raw(identifier, magic)
+        return None if raw is None else await self._position(raw)
+
+    async def closed_position(self, identifier: int, magic: int) -> Optional[ClosedPosition]:
+        """The closed position's result from its deals, or None while it is
+        open or its exit deal is not in the history yet."""
+        if await self._open_raw(identifier, magic) is not None:
+            return None
+        deals = await self._call("history_deals_get", position=int(identifier)) or []
+        entries = [d for d in deals if d["entry"] == codes.DEAL_ENTRY_IN and d["type"] in (0, 1)]
+        exits = [
+            d
+            for d in deals
+            if d["entry"] in (codes.DEAL_ENTRY_OUT, codes.DEAL_ENTRY_OUT_BY, codes.DEAL_ENTRY_INOUT)
+            and d["type"] in (0, 1)
+        ]
+        if not entries or not exits:
+            return None
+        entries.sort(key=lambda d: (d["time_msc"], d["ticket"]))
+        exits.sort(key=lambda d: (d["time_msc"], d["ticket"]))
+        first, last = entries[0], exits[-1]
+        spec, _ = await self._symbol(first["symbol"])
+        result = sum(
+            (_decimal(d["profit"]) + _decimal(d["commission"]) + _decimal(d["swap"]) + _decimal(d.get("fee", 0)) for d in deals),
+            Decimal(0),
+        )
+        return ClosedPosition(
+            ticket=int(identifier),
+            symbol=first["symbol"],
+            side=BUY if first["type"] == codes.DEAL_TYPE_BUY else SELL,
+            volume=sum((_decimal(d["volume"]) for d in entries), Decimal(0)),
+            open_price=spec.round_price(first["price"]),
+            close_price=spec.round_price(last["price"]),
+            profit=to_cents(result),
+            opened_at=await self._to_utc(first["time_msc"] / 1000.0, first["symbol"]),
+            closed_at=await self._to_utc(last["time_msc"] / 1000.0, first["symbol"]),
+            reason=codes.CLOSE_REASON_BY_DEAL_REASON.get(last["reason"], "other"),
+            comment=first.get("comment", ""),
+        )
+
+    async def find_by_comment(self, comment: str, magic: int):
+        """This magic's position or closed position opened by the order with
+        `comment`, or None if no such order is known to the terminal."""
+        positions = await self._call("positions_get") or []
+        for raw in positions:
+            if raw["magic"] == magic and raw.get("comment") == comment:
+                return await self._position(raw)
+        now = self.reactor.seconds() + (self.offset or 0.0)
+        orders = await self._call(
+            "history_orders_get", int(now - HISTORY_DAYS * 86400), int(now + 86400)
+        ) or []
+        for order in orders:
+            if order["magic"] == magic and order.get("comment") == comment and order.get("position_id"):
+                identifier = order["position_id"]
+                raw = await self._open_raw(identifier, magic)
+                if raw is not None:
+                    return await self._position(raw)
+                closed = await self.closed_position(identifier, magic)
+                if closed is None:
+                    raise BrokerUnavailable(f"order {order['ticket']} filled but its deals are not in the history yet")
+                return closed
+        return None
+
+
+def _check_trade_mode(info: dict, side: str) -> None:
+    mode = info.get("trade_mode", 4)
+    if mode == codes.SYMBOL_TRADE_MODE_DISABLED:
+        raise OrderRefused(codes.refusal_reason(10017), 10017)
+    if mode == codes.SYMBOL_TRADE_MODE_CLOSEONLY:
+        raise OrderRefused(codes.refusal_reason(10044), 10044)
+    if mode == codes.SYMBOL_TRADE_MODE_LONGONLY and side == SELL:
+        raise OrderRefused(codes.refusal_reason(10042), 10042)
+    if mode == codes.SYMBOL_TRADE_MODE_SHORTONLY and side == BUY:
+        raise OrderRefused(codes.refusal_reason(10043), 10043)
+
+
+def _check_volume(spec: SymbolSpec, volume: Decimal) -> None:
+    """Refuse, as the trade server would (10014), a volume outside
+    [min, max] or not a whole number of steps: sizing is the plan's job, and
+    the broker does not trade a size nobody chose."""
+    if not (spec.volume_min <= volume <= spec.volume_max) or volume % spec.volume_step != 0:
+        raise OrderRefused(
+            f"invalid volume {volume}: {spec.name} trades {spec.volume_min} to {spec.volume_max} "
+            f"lots in steps of {spec.volume_step}",
+            10014,
+        )
+
+
+def _stops_for(spec: SymbolSpec, info: dict, request: OrderRequest, tick: dict) -> Tuple[Decimal, Decimal]:
+    """SL and TP rounded to the digits and pushed out to at least the stops
+    level from the price the position would close at; stops on the wrong side
+    of that price are refused (10016)."""
+    distance = max(int(info.get("trade_stops_level", 0)), 0) * spec.point
+    if request.side == BUY:
+        reference = spec.round_price(tick["bid"])
+        stop_loss, take_profit = spec.round_price(request.stop_loss), spec.round_price(request.take_profit)
+        wrong = stop_loss >= reference or take_profit <= reference
+        stop_loss = min(stop_loss, reference - distance)
+        take_profit = max(take_profit, reference + distance)
+    else:
+        reference = spec.round_price(tick["ask"])
+        stop_loss, take_profit = spec.round_price(request.stop_loss), spec.round_price(request.take_profit)
+        wrong = stop_loss <= reference or take_profit >= reference
+        stop_loss = max(stop_loss, reference + distance)
+        take_profit = min(take_profit, reference - distance)
+    if wrong:
+        raise OrderRefused(
+            f"{codes.refusal_reason(codes.INVALID_STOPS)}: {request.side} with SL {request.stop_loss} "
+            f"and TP {request.take_profit} at {reference}",
+            codes.INVALID_STOPS,
+        )
+    return stop_loss, take_profit
+
+
+def _filling_candidates(info: dict) -> List[int]:
+    """ORDER_FILLING_* modes the symbol's flags allow, most common first."""
+    flags = int(info.get("filling_mode", 0))
+    candidates = []
+    if flags & codes.SYMBOL_FILLING_FOK:
+        candidates.append(codes.ORDER_FILLING_FOK)
+    if flags & codes.SYMBOL_FILLING_IOC:
+        candidates.append(codes.ORDER_FILLING_IOC)
+    if info.get("trade_exemode") == codes.SYMBOL_TRADE_EXECUTION_EXCHANGE or not candidates:
+        candidates.append(codes.ORDER_FILLING_RETURN)
+    return candidates
+
+
+def _number(params: dict, key: str, kind, default, meaning: str):
+    if key not in params:
+        return default
+    try:
+        value = kind(params[key])
+    except ValueError:
+        raise ValueError(f"mt5 broker: {key} must be {meaning}, not {params[key]!r}")
+    if value < 0:
+        raise ValueError(f"mt5 broker: {key} must be {meaning}, not {params[key]!r}")
+    return value
+
+
+KNOWN_PARAMS = {"path", "login", "server", "deviation", "magic", "timeout", "call_timeout", "heartbeat", "python"}
+
+
+def settings_from_url(url: BrokerURL) -> dict:
+    """The settings an ``mt5://`` or ``mt5linux://host:port`` URL gives,
+    checked; ValueError names what is wrong.
+
+    Parameters: ``path`` (terminal64.exe), ``login``, ``server``,
+    ``deviation`` (points, default 20), ``magic`` (default 234000),
+    ``timeout`` (initialize/login, seconds), ``call_timeout`` (seconds before a
+    silent call counts as hung, default 75), ``heartbeat`` (seconds), ``python``
+    (the worker's interpreter, ``mt5://`` only). A ``password`` parameter is
+    refused: it comes from ``$TRADEBOT_MT5_PASSWORD``."""
+    params = url.params
+    if "password" in params:
+        raise ValueError(f"mt5 broker: never put the password in the URL; set ${PASSWORD_ENV}")
+    unknown = set(params) - KNOWN_PARAMS
+    if unknown:
+        raise ValueError(f"mt5 broker: unknown parameter(s) {', '.join(sorted(unknown))}")
+    host, port = None, None
+    if url.scheme == "mt5linux":
+        host, _, port_text = (url.netloc or "127.0.0.1:18812").partition(":")
+        if port_text and not port_text.isdigit():
+            raise ValueError(f"mt5linux broker: bad port {port_text!r}")
+        host, port = host or "127.0.0.1", int(port_text or 18812)
+    elif url.netloc:
+        raise ValueError("mt5 broker: the terminal is named by ?path=, not by a host")
+    query = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return {
+        "url": f"{url.scheme}://{url.netloc}" + (f"?{query}" if query else ""),
+        "scheme": url.scheme,
+        "host": host,
+        "port": port,
+        "python": params.get("python"),
+        "call_timeout": _number(params, "call_timeout", float, 75.0, "a number of seconds") or 75.0,
+        "path": params.get("path"),
+        "login": _number(params, "login", int, None, "an account number"),
+        "server": params.get("server"),
+        "deviation": _number(params, "deviation", int, 20, "a number of points"),
+        "magic": _number(params, "magic", int, DEFAULT_MAGIC, "a whole number"),
+        "init_timeout_ms": int(_number(params, "timeout", float, 60.0, "a number of seconds") * 1000),
+        "heartbeat": _number(params, "heartbeat", float, 5.0, "a number of seconds") or 5.0,
+    }
+
+
+def backend_from_url(url: BrokerURL, reactor=None, link=None) -> MT5Backend:
+    """The backend an ``mt5://`` or ``mt5linux://`` URL names (see
+    `settings_from_url`), reaching the terminal through `link` if given,
+    else through a worker process or the mt5linux bridge."""
+    if reactor is None:
+        from twisted.internet import reactor
+    settings = settings_from_url(url)
+    if link is None:
+        from tradebot.mt5.links import RpycLink, WorkerLink
+
+        if settings["scheme"] == "mt5linux":
+            link = RpycLink(reactor, settings["host"], settings["port"], call_timeout=settings["call_timeout"])
+        else:
+            link = WorkerLink(reactor, python=settings["python"] or sys.executable, call_timeout=settings["call_timeout"])
+    return MT5Backend(
+        link,
+        reactor,
+        url=settings["url"],
+        path=settings["path"],
+        login=settings["login"],
+        server=settings["server"],
+        deviation=settings["deviation"],
+        magic=settings["magic"],
+        init_timeout_ms=settings["init_timeout_ms"],
+        heartbeat=settings["heartbeat"],
+    )
