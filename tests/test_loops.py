@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 
 from tradebot import messages, records
 from tradebot.broker import BUY, SELL, OrderRefused
+from tradebot.backends import Backends
 from tradebot.loops import AccountSession, SessionManager
 from tradebot.market import MarketData
 from tradebot.plan import load_plan
@@ -384,7 +385,7 @@ def test_manager_shares_sessions_resumes_live_ones_and_drops_idle_ones(inline_st
 
     def manager():
         m = SessionManager(
-            inline_store, Backend(), MarketData(rig.clock), rig.strategy, load_plan, rig.clock,
+            inline_store, Backends(Backend(), rig.clock), rig.strategy, load_plan, rig.clock,
             SIGNAL_INTERVAL, MONITOR_INTERVAL,
         )
         m.startService()

@@ -74,6 +74,24 @@ def parse_symbols(text: str) -> Tuple[str, ...]:
     return tuple(items)
 
 
+def check_account_broker(url: str) -> str:
+    """An account's own broker URL, checked: an MT5 terminal (the paper
+    market is the server's, shared by every account on it). Raises
+    `CommandError`."""
+    from tradebot.broker import BrokerURL, check_url
+
+    try:
+        check_url(url)
+    except ValueError as e:
+        raise CommandError(f"--broker-url: {e}")
+    if BrokerURL.parse(url).scheme not in ("mt5", "mt5linux"):
+        raise CommandError(
+            "--broker-url: an account's own broker is an MT5 terminal (mt5:// or mt5linux://); "
+            "paper accounts use the server's --broker"
+        )
+    return url
+
+
 def check_known_symbols(symbols: Iterable[str], broker_url: str) -> None:
     """Raise `CommandError` unless the broker at `broker_url` offers every
     symbol; symbols are not checked when the broker cannot tell without
@@ -250,6 +268,7 @@ def cmd_account_add(args, store) -> int:
         max_open_trades=args.max_open_trades,
         always_on=args.always_on,
         token_hash=hash_token(token),
+        broker=args.account_broker,
     )
     _print_token(
         f"account {args.name} created; its token (shown once, only its hash is stored):", token
@@ -278,6 +297,7 @@ def cmd_account_show(args, store) -> int:
         ("balance", _cents(account.balance)),
         ("max open trades", account.max_open_trades),
         ("always on", plain(account.always_on)),
+        ("broker", account.broker or "the server's (--broker)"),
         ("revoked", plain(account.revoked)),
     ]
     for label, value in fields:
@@ -515,6 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--plan", default="default", metavar="PLAN", help="plan name or .toml file (default: default)")
     add.add_argument("--max-open-trades", default="1", metavar="N", help="default: 1")
     add.add_argument("--always-on", action="store_true", help="trade while no client is connected")
+    add.add_argument(
+        "--broker-url",
+        dest="account_broker",
+        metavar="URL",
+        help="the account's own MT5 terminal (mt5://?path=...&login=... or mt5linux://HOST:PORT); "
+        "default: the server's --broker",
+    )
 
     acts.add_parser("list", help="list every account")
     for action, text in (
@@ -531,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--max-open-trades", metavar="N")
     set_.add_argument("--always-on", dest="always_on", action="store_true", default=None)
     set_.add_argument("--no-always-on", dest="always_on", action="store_false")
+    set_.add_argument(
+        "--broker-url", dest="account_broker", metavar="URL", help="an MT5 terminal URL, or 'default'"
+    )
 
     trades = commands.add_parser("trades", help="list recorded trades")
     trades.add_argument("name", nargs="?")
@@ -558,7 +588,9 @@ def check_args(args) -> None:
         args.balance = parse_balance(args.balance)
         args.max_open_trades = parse_positive_int(args.max_open_trades, "--max-open-trades")
         check_plan(args.plan)
-        check_known_symbols(args.symbols, args.broker)
+        if args.account_broker is not None:
+            args.account_broker = check_account_broker(args.account_broker)
+        check_known_symbols(args.symbols, args.account_broker or args.broker)
     elif args.command == "account" and args.action == "set":
         changes = {}
         if args.symbols is not None:
@@ -571,13 +603,17 @@ def check_args(args) -> None:
             )
         if args.always_on is not None:
             changes["always_on"] = args.always_on
+        if args.account_broker is not None:
+            changes["broker"] = (
+                None if args.account_broker == "default" else check_account_broker(args.account_broker)
+            )
         if not changes:
             raise CommandError(
                 "account set: nothing to change (give --symbols, --plan, "
-                "--max-open-trades, --always-on or --no-always-on)"
+                "--max-open-trades, --always-on, --no-always-on or --broker-url)"
             )
         if "symbols" in changes:
-            check_known_symbols(changes["symbols"], args.broker)
+            check_known_symbols(changes["symbols"], changes.get("broker") or args.broker)
         args.changes = changes
     elif args.command == "demo":
         args.symbols = parse_symbols(args.symbols)

@@ -586,8 +586,7 @@ class SessionManager(MultiService):
     def __init__(
         self,
         store,
-        backend,
-        market,
+        backends,
         strategy,
         plans,
         clock,
@@ -597,8 +596,7 @@ class SessionManager(MultiService):
     ):
         super().__init__()
         self._store = store
-        self._backend = backend
-        self._market = market
+        self._backends = backends
         self._strategy = strategy
         self._plans = plans
         self._clock = clock
@@ -626,11 +624,12 @@ class SessionManager(MultiService):
         if it has none yet, with `connection` (if given) attached to it."""
         session = self._sessions.get(account.id)
         if session is None:
+            broker, market = self._backends.broker_for(account)
             session = AccountSession(
                 account,
                 self._store,
-                self._backend.broker_for(str(account.id), account.balance),
-                self._market,
+                broker,
+                market,
                 self._strategy,
                 self._plans,
                 self._clock,

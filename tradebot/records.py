@@ -35,6 +35,8 @@ class Account:
     always_on: bool
     revoked: bool
     created_at: float
+    #: The account's own broker URL, or None for the server's.
+    broker: Optional[str] = None
 
 
 @attrs.frozen

@@ -56,7 +56,13 @@ accounts = sa.Table(
     sa.Column("max_open_trades", sa.Integer, nullable=False, default=1),
     sa.Column("always_on", sa.Boolean, nullable=False, default=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # the account's own broker URL (an MT5 terminal); NULL: the server's --broker
+    sa.Column("broker", sa.String(500)),
 )
+
+#: Nullable columns added since the first schema, by table: a database made
+#: before them gets them at start-up (the migrations of issue 6 replace this).
+ADDED_COLUMNS = {"accounts": ("broker",)}
 
 trades = sa.Table(
     "trades",

@@ -23,7 +23,7 @@ from twisted.python.threadpool import ThreadPool
 
 from tradebot import records
 from tradebot.records import Account, Completion, PendingEvent, TradeRecord
-from tradebot.schema import accounts, broker_state, events, metadata, trades
+from tradebot.schema import ADDED_COLUMNS, accounts, broker_state, events, metadata, trades
 
 DEFAULT_DB_URL = "sqlite:///tradebot.sqlite"
 
@@ -98,6 +98,7 @@ def _account(row) -> Account:
         always_on=bool(row.always_on),
         revoked=row.token_hash is None,
         created_at=row.created_at,
+        broker=row.broker,
     )
 
 
@@ -118,12 +119,22 @@ def _trade_by_id(conn, trade_id: int) -> TradeRecord:
 
 
 def thd_create_schema(conn) -> None:
-    """Create any missing table."""
+    """Create any missing table, and add any column added since the table
+    was made (`schema.ADDED_COLUMNS`)."""
     metadata.create_all(conn)
+    inspector = sa.inspect(conn)
+    for table_name, names in ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        table = metadata.tables[table_name]
+        for name in names:
+            if name not in present:
+                column = table.c[name]
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
 
 
 def thd_add_account(
-    conn, name, symbols, balance, plan, max_open_trades, always_on, token_hash, now
+    conn, name, symbols, balance, plan, max_open_trades, always_on, token_hash, now, broker=None
 ) -> Account:
     """Create an account; raises `DuplicateAccount`."""
     if conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).first():
@@ -141,6 +152,7 @@ def thd_add_account(
                 max_open_trades=max_open_trades,
                 always_on=always_on,
                 created_at=now,
+                broker=broker,
             )
         )
     except IntegrityError:
@@ -178,12 +190,12 @@ def thd_set_token_hash(conn, name: str, token_hash: Optional[str]) -> Account:
     return thd_account_by_name(conn, name)
 
 
-_SETTABLE = {"symbols", "plan", "max_open_trades", "always_on"}
+_SETTABLE = {"symbols", "plan", "max_open_trades", "always_on", "broker"}
 
 
 def thd_update_account(conn, name: str, changes: dict) -> Account:
     """Change an account's settings (symbols, plan, max_open_trades,
-    always_on); raises `UnknownAccount`."""
+    always_on, broker); raises `UnknownAccount`."""
     unknown = set(changes) - _SETTABLE
     if unknown:
         raise StoreError(f"cannot set {', '.join(sorted(unknown))}")
@@ -425,7 +437,7 @@ class _Operations:
     def create_schema(self):
         return self.run(thd_create_schema)
 
-    def add_account(self, name, symbols, balance, plan, max_open_trades, always_on, token_hash):
+    def add_account(self, name, symbols, balance, plan, max_open_trades, always_on, token_hash, broker=None):
         return self.run(
             thd_add_account,
             name,
@@ -436,6 +448,7 @@ class _Operations:
             always_on,
             token_hash,
             time.time(),
+            broker,
         )
 
     def account_by_token_hash(self, token_hash):

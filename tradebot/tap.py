@@ -16,7 +16,7 @@ from twisted.python import usage
 
 from tradebot.broker import backend_from_url, check_url
 from tradebot.loops import SessionManager
-from tradebot.market import MarketData
+from tradebot.backends import Backends
 from tradebot.plan import PlanError, load_plan
 from tradebot.protocol import PremiumFactory
 from tradebot.store import DEFAULT_DB_URL, Store
@@ -125,12 +125,13 @@ class TradebotService(MultiService):
         self.reactor = reactor
         self.store = Store(config["db"], reactor)
         self.backend = backend_from_url(config["broker"], store=self.store, reactor=reactor)
-        self.market = MarketData(reactor, max_age=min(1.0, config["monitor-interval"]))
+        self.backends = Backends(
+            self.backend, reactor, store=self.store, market_max_age=min(1.0, config["monitor-interval"])
+        )
         self.factory = PremiumFactory(self.store, None, reactor)
         self.sessions = SessionManager(
             self.store,
-            self.backend,
-            self.market,
+            self.backends,
             strategy_from_name(config["strategy"]),
             PlanCache(),
             reactor,
@@ -153,7 +154,7 @@ class TradebotService(MultiService):
 
     async def _start(self):
         await self.store.start()
-        await self.backend.start()
+        await self.backends.start()
         self.sessions.setServiceParent(self)
         await self.sessions.ready
         self.port = port = await self.endpoint.listen(self.site)
@@ -189,7 +190,7 @@ class TradebotService(MultiService):
         yield self.factory.close_all()
         if self.sessions.parent is self:
             yield self.sessions.disownServiceParent()
-        yield self.backend.stop()
+        yield self.backends.stop()
         yield self.store.stop()
 
 

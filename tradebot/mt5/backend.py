@@ -204,6 +204,7 @@ class MT5Backend(BrokerBackend):
         self._heartbeat_loop = task.LoopingCall(self._beat)
         self._heartbeat_loop.clock = reactor
         self._stopped = False
+        self.first_attempt: Optional[defer.Deferred] = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -223,12 +224,14 @@ class MT5Backend(BrokerBackend):
             self._watchers.remove(callback)
 
     def start(self):
-        """Deferred: the first connection attempt made. A terminal that is not
-        there yet is retried in the background; the server starts anyway."""
+        """Deferred, fired at once: the terminal is connected to in the
+        background (`first_attempt` fires when the first try is over) and
+        retried with back-off, so the server starts whatever the terminal does."""
         self._heartbeat_loop.start(self.heartbeat, now=False).addErrback(
             lambda f: self._log.failure("mt5 heartbeat stopped", f)
         )
-        return self._connect_once()
+        self.first_attempt = self._connect_once()
+        return defer.succeed(None)
 
     def stop(self):
         """Deferred: heartbeat and reconnection stopped, the link closed."""
