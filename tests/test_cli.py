@@ -330,6 +330,67 @@ def test_bad_set_is_refused_and_changes_nothing(run, db_url, args, word):
     assert snapshot(db_url) == before
 
 
+TERMINAL = r"mt5://?path=C:\MT5\terminal64.exe&login=5001&server=Broker-Demo"
+
+
+def test_an_account_may_trade_through_its_own_terminal(run, store):
+    assert run("account", "add", "mia", "--symbols", "XAUUSD,EURUSD.r", "--broker-url", TERMINAL)[0] == 0
+    # the terminal's symbols are not known here: a broker suffix is accepted
+    assert store.account_by_name("mia").broker == TERMINAL
+    code, out, _ = run("account", "show", "mia")
+    assert code == 0 and "broker:" in out and "login=5001" in out
+
+    assert run("account", "set", "mia", "--broker-url", "mt5linux://127.0.0.1:18812")[0] == 0
+    assert store.account_by_name("mia").broker == "mt5linux://127.0.0.1:18812"
+    assert run("account", "set", "mia", "--broker-url", "default")[0] == 0
+    assert store.account_by_name("mia").broker is None
+    code, out, _ = run("account", "show", "mia")
+    assert "the server's (--broker)" in out
+
+
+@pytest.mark.parametrize(
+    "url, word",
+    [
+        ("paper://?seed=3", "MT5 terminal"),
+        ("mt5://?login=5&password=hunter2", "never put the password in the URL"),
+        ("mt5://?colour=red", "unknown parameter"),
+        ("mt5://?login=five", "login"),
+        ("mt5linux://host:port", "bad port"),
+        ("ftp://x", "unknown broker URL scheme"),
+    ],
+)
+def test_a_bad_account_broker_is_refused_and_changes_nothing(run, db_url, url, word):
+    add(run, "alice")
+    before = snapshot(db_url)
+    code, out, err = run("account", "set", "alice", "--broker-url", url)
+    assert_refused(code, out, err, word)
+    assert "hunter2" not in out + err
+    assert snapshot(db_url) == before
+    code, out, err = run("account", "add", "bob", "--symbols", "XAUUSD", "--broker-url", url)
+    assert_refused(code, out, err, word)
+    assert snapshot(db_url) == before
+
+
+def test_a_database_from_before_account_brokers_gains_the_column(db_url, run):
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name VARCHAR(64) NOT NULL UNIQUE, "
+            "token_hash VARCHAR(64) UNIQUE, symbols VARCHAR(1000) NOT NULL, plan VARCHAR(200) NOT NULL, "
+            "phase INTEGER NOT NULL, step INTEGER NOT NULL, balance VARCHAR(40) NOT NULL, "
+            "max_open_trades INTEGER NOT NULL, always_on BOOLEAN NOT NULL, created_at FLOAT NOT NULL)"
+        ))
+        conn.execute(sa.text(
+            "INSERT INTO accounts VALUES (1, 'old', NULL, 'XAUUSD', 'default', 2, 3, '1234.5', 1, 0, 0)"
+        ))
+    engine.dispose()
+    code, out, err = run("account", "show", "old")
+    assert code == 0, err
+    assert "phase/step:      2/3" in out and "1234.50" in out and "the server's (--broker)" in out
+
+
 def test_set_refuses_an_unknown_name(run, db_url):
     add(run, "alice")
     before = snapshot(db_url)

@@ -27,7 +27,7 @@ from tradebot.tokens import hash_token, new_token
 
 PROG = "tradebot"
 DEMO_SYMBOLS = "XAUUSD,EURUSD,GBPUSD,USDJPY,BTCUSD"
-_SYMBOL = re.compile(r"[A-Z0-9._]+")
+_SYMBOL = re.compile(r"[A-Z0-9][A-Za-z0-9._#]{0,31}")  # broker suffixes: EURUSD.r, XAUUSDm
 _NAME = re.compile(r"\S+")
 
 
@@ -55,7 +55,9 @@ class _Parser(argparse.ArgumentParser):
 def parse_symbols(text: str) -> Tuple[str, ...]:
     """The symbols of a comma-separated list such as ``"XAUUSD, EURUSD"``, in
     order, spaces removed. Raises `CommandError` for an empty list, an empty
-    item, a name that is not upper-case ``[A-Z0-9._]``, or a repeated name."""
+    item, a repeated name, or a name that does not start with an upper-case
+    letter or digit and go on in ``[A-Za-z0-9._#]`` (broker suffixes such as
+    ``EURUSD.r`` are names)."""
     items = [item.strip() for item in text.split(",")]
     if items == [""]:
         raise CommandError("--symbols: the list is empty")
@@ -64,7 +66,8 @@ def parse_symbols(text: str) -> Tuple[str, ...]:
     for item in items:
         if not _SYMBOL.fullmatch(item):
             raise CommandError(
-                f"--symbols: {item!r} is not a symbol name (upper-case letters, digits, '.', '_')"
+                f"--symbols: {item!r} is not a symbol name "
+                "(an upper-case letter or digit, then letters, digits, '.', '_', '#')"
             )
     seen = set()
     for item in items:
