@@ -251,15 +251,17 @@ class MT5Backend(BrokerBackend):
         return broker
 
     def _connect_once(self):
-        if self._connecting is None:
-            self._connecting = defer.ensureDeferred(self._connect())
+        """Deferred: a connection attempt, shared with one under way."""
+        if self._connecting is not None:
+            return self._connecting
+        attempt = self._connecting = defer.Deferred()
 
-            def _done(result):
-                self._connecting = None
-                return result
+        def _done(result):
+            self._connecting = None
+            attempt.callback(None)
 
-            self._connecting.addBoth(_done)
-        return self._connecting
+        defer.ensureDeferred(self._connect()).addBoth(_done)
+        return attempt
 
     async def _connect(self):
         try:
@@ -380,10 +382,21 @@ class MT5Backend(BrokerBackend):
         if error is not None:
             code, message = error
             if code in codes.IPC_ERRORS:
-                self._lost(f"{name}: {message} ({code})")
-                raise BrokerUnavailable(f"{name}: {message} ({code})")
+                what = f"{name}: {message} ({code})"
+                if name in ("initialize", "terminal_info") or not await self._answers():
+                    self._lost(what)
+                raise BrokerUnavailable(what)
             raise TerminalError(name, code, message)
         return answer["value"]
+
+    async def _answers(self) -> bool:
+        """Whether the terminal answers now: after one call's IPC error, it
+        tells a lost terminal from a call that alone went wrong."""
+        try:
+            answer = await self.link.call("terminal_info")
+        except LinkFailed:
+            return False
+        return "error" not in answer and "raised" not in answer
 
     async def _call(self, name: str, *args, **kwargs):
         """`_raw` for a session's call: fails at once while the terminal is

@@ -1,0 +1,89 @@
+"""
+Serves a `FakeTerminal` to the fake ``MetaTrader5`` module of other processes
+(see ``MetaTrader5.py`` here), one JSON line per call, on the test's reactor.
+
+`TerminalServer.hold()` stops answering, as a terminal stuck in an IPC call
+does, until `release()`; the held calls are then answered in order.
+"""
+
+import json
+
+import numpy as np
+from twisted.internet import defer, protocol
+from twisted.protocols.basic import LineOnlyReceiver
+
+
+def encode(value):
+    """A result as JSON values the fake module turns back into structs,
+    tuples and record arrays."""
+    if hasattr(value, "_asdict"):
+        return {"__struct__": type(value).__name__, "fields": {k: encode(v) for k, v in value._asdict().items()}}
+    if isinstance(value, np.ndarray):
+        return {"__records__": {"descr": value.dtype.descr, "rows": value.tolist()}}
+    if isinstance(value, tuple):
+        return {"__tuple__": [encode(v) for v in value]}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def decode(value):
+    """Arguments as the caller passed them, numpy scalars included."""
+    if isinstance(value, dict):
+        if "__numpy__" in value:
+            return getattr(np, value["__numpy__"])(value["value"])
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+class _TerminalPipe(LineOnlyReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 24
+
+    def lineReceived(self, line):
+        request = json.loads(line)
+        self.factory.calls.append(request["name"])
+        gate = self.factory.gate
+        if gate is None:
+            self._answer(request)
+        else:
+            gate.addCallback(lambda _: self._answer(request))
+
+    def _answer(self, request):
+        terminal = self.factory.terminal
+        try:
+            value = getattr(terminal, request["name"])(*decode(request["args"]), **decode(request["kwargs"]))
+            answer = {"value": encode(value)}
+        except TypeError as e:
+            answer = {"raised": str(e)}
+        answer["last_error"] = list(terminal.last_error())
+        if self.transport.connected:
+            self.sendLine(json.dumps(answer).encode())
+
+
+class TerminalServer(protocol.ServerFactory):
+    """The factory serving `terminal`; ``calls`` lists the API calls received."""
+
+    protocol = _TerminalPipe
+
+    def __init__(self, terminal):
+        self.terminal = terminal
+        self.calls = []
+        self.gate = None
+
+    def hold(self):
+        """Answer nothing from now on, until `release`."""
+        if self.gate is None:
+            self.gate = defer.Deferred()
+
+    def release(self):
+        """Answer the held calls, and every call from now on."""
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.callback(None)

@@ -1,0 +1,349 @@
+"""
+The MT5 broker against a fake terminal in this process (`DirectLink`): the
+broker contract, and what real terminals do to bots (filling modes, stops
+levels, requotes, lost answers, netting tickets, deals, server time, a terminal
+that goes away). The worker process and the mt5linux bridge are tested in
+test_mt5_links.py.
+"""
+
+from decimal import Decimal
+
+import pytest
+from twisted.internet.task import Clock
+
+from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, ClosedPosition, OrderRefused, OrderRequest, Position, backend_from_url
+from tradebot.mt5 import codes
+from tradebot.mt5.backend import DEFAULT_MAGIC, MT5Backend, OutcomeUnknown, settings_from_url
+from tradebot.mt5.links import DirectLink
+
+from .broker_contract import BrokerContract, fails_with, result, run_until_closed, stops_around, wide_order
+from .fakemt5.fake_terminal import ACCOUNT_MARGIN_MODE_RETAIL_NETTING, FakeTerminal
+
+PATH = "C:\\Program Files\\MetaTrader 5\\terminal64.exe"
+
+
+class Harness:
+    """An MT5 backend on a fake terminal, both clocks moved together."""
+
+    symbols = ("EURUSD", "XAUUSD")
+
+    def __init__(self, backend_options=None, **terminal_options):
+        terminal_options.setdefault("commission_per_lot", 0.0)
+        self.terminal = FakeTerminal(**terminal_options)
+        self.clock = Clock()
+        self.clock.advance(self.terminal.now)
+        options = dict(path=PATH)
+        options.update(backend_options or {})
+        self.backend = MT5Backend(DirectLink(self.terminal), self.clock, **options)
+        self.changes = []
+        self.backend.watch(lambda available, reason: self.changes.append((available, reason)))
+        result(self.backend.start())
+        result(self.backend.first_attempt)
+        assert self.changes == ([(True, "")] if self.backend.available else [])
+        self.changes.clear()
+        self.broker = self.backend.broker_for("1", Decimal("10000"))
+
+    def pass_time(self, seconds):
+        for _ in range(int(seconds)):
+            self.terminal.advance(1)
+            self.clock.advance(1)
+
+    def order(self, symbol="EURUSD", side=BUY, volume="0.10", comment="tb-1", stop=300, take=300):
+        """An order `stop`/`take` points beyond the price it would close at."""
+        spec = result(self.broker.symbol(symbol))
+        tick = result(self.broker.tick(symbol))
+        sl, tp = stops_around(spec, tick, side, stop, take)
+        return OrderRequest(symbol, side, Decimal(volume), sl, tp, comment)
+
+
+@pytest.fixture
+def harness():
+    return Harness()
+
+
+class TestMT5Contract(BrokerContract):
+    """The MT5 broker keeps the broker contract on a fake terminal."""
+
+
+# -- URLs ---------------------------------------------------------------------
+
+
+def test_the_url_names_the_terminal_and_the_order_settings():
+    settings = settings_from_url(
+        BrokerURL.parse("mt5://?path=C:\\MT5\\terminal64.exe&login=5001&server=Demo&deviation=30&magic=777&call_timeout=20")
+    )
+    assert settings["path"] == "C:\\MT5\\terminal64.exe"
+    assert (settings["login"], settings["server"], settings["deviation"], settings["magic"]) == (5001, "Demo", 30, 777)
+    assert settings["call_timeout"] == 20.0
+    bridge = settings_from_url(BrokerURL.parse("mt5linux://10.0.0.2:18813"))
+    assert (bridge["host"], bridge["port"]) == ("10.0.0.2", 18813)
+    assert settings_from_url(BrokerURL.parse("mt5linux://"))["port"] == 18812
+
+
+@pytest.mark.parametrize(
+    "url, complaint",
+    [
+        ("mt5://?login=1&password=secret", "never put the password in the URL"),
+        ("mt5://?colour=red", "unknown parameter"),
+        ("mt5://?deviation=-1", "deviation"),
+        ("mt5://?login=abc", "login"),
+        ("mt5://somehost", "path="),
+        ("mt5linux://h:x", "bad port"),
+    ],
+)
+def test_a_bad_url_is_a_clear_error(url, complaint):
+    with pytest.raises(ValueError, match=complaint) as raised:
+        backend_from_url(url, reactor=Clock())
+    assert "secret" not in str(raised.value)
+
+
+# -- connection ----------------------------------------------------------------
+
+
+def test_connecting_does_not_log_in_again_to_the_account_already_on():
+    harness = Harness(backend_options={"login": 51234567, "password": "demo-pass"})
+    assert harness.backend.available and harness.terminal.login_calls == 0
+    assert harness.terminal.calls["initialize"] == 1
+
+
+def test_connecting_logs_in_when_the_terminal_is_on_another_account(monkeypatch):
+    harness = Harness(login=777)  # the terminal is on 777
+    assert harness.terminal.login_calls == 0
+    # the same terminal, asked for account 777 with a password from the environment
+    monkeypatch.setenv("TRADEBOT_MT5_PASSWORD", "demo-pass")
+    other = MT5Backend(DirectLink(harness.terminal), harness.clock, path=PATH, login=778)
+    other.start()
+    assert not other.available  # 778 is not an account this terminal can log in to
+    assert harness.terminal.login_calls == 1
+    assert "Authorization failed" in other.down_reason and "demo-pass" not in other.down_reason
+
+
+def test_a_login_without_a_password_says_where_the_password_comes_from(monkeypatch):
+    monkeypatch.delenv("TRADEBOT_MT5_PASSWORD", raising=False)
+    harness = Harness(backend_options={"login": 999})
+    assert not harness.backend.available
+    assert "TRADEBOT_MT5_PASSWORD" in harness.backend.down_reason
+
+
+def test_algo_trading_off_is_said_at_connection_and_orders_are_refused_readably():
+    terminal_harness = Harness()
+    terminal_harness.terminal.set_algo_trading(False)
+    refused = fails_with(terminal_harness.broker.open_position(terminal_harness.order()), OrderRefused)
+    assert refused.code == 10027 and "Algo Trading" in refused.reason
+
+
+def test_a_terminal_that_goes_away_is_reconnected_with_back_off_and_watchers_hear_once(harness):
+    harness.terminal.disappear()
+    fails_with(harness.broker.balance(), BrokerUnavailable)
+    assert [available for available, _ in harness.changes] == [False]
+    assert "No IPC connection" in harness.changes[0][1]
+    # while it is gone, calls fail at once without reaching the terminal
+    before = sum(harness.terminal.calls.values())
+    fails_with(harness.broker.tick("EURUSD"), BrokerUnavailable)
+    assert sum(harness.terminal.calls.values()) == before
+    refused = fails_with(harness.broker.open_position(OrderRequest("EURUSD", BUY, Decimal("0.1"), Decimal(1), Decimal(2), "tb-5")), OrderRefused)
+    assert refused.reason.startswith("broker unavailable")
+    attempts = []
+    for _ in range(40):
+        harness.clock.advance(1)
+        attempts.append(harness.terminal.calls["initialize"])
+    # back-off: 1, 2, 4, 8, 16 s between attempts
+    assert attempts[-1] - attempts[0] <= 6
+    harness.terminal.come_back()
+    harness.clock.advance(60)
+    assert harness.backend.available
+    assert [available for available, _ in harness.changes] == [False, True]
+    assert result(harness.broker.balance()) == Decimal("10000")
+
+
+def test_a_lost_broker_link_pauses_orders_and_comes_back(harness):
+    harness.terminal.set_connected(False)
+    harness.clock.advance(harness.backend.heartbeat)
+    assert not harness.backend.available and harness.changes[-1][0] is False
+    refused = fails_with(harness.broker.open_position(harness.order()), OrderRefused)
+    assert "no connection to the broker" in refused.reason
+    assert harness.terminal.calls["order_send"] == 0
+    harness.terminal.set_connected(True)
+    harness.clock.advance(harness.backend.heartbeat)
+    assert harness.backend.available and harness.changes[-1] == (True, "")
+
+
+# -- orders --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("symbol, filling", [("XAUUSD", codes.ORDER_FILLING_IOC), ("EURUSD", codes.ORDER_FILLING_FOK)])
+def test_the_filling_mode_comes_from_the_symbol_and_order_check_and_is_kept(harness, symbol, filling):
+    # XAUUSD allows IOC only (a missing type_filling would mean FOK: 10030)
+    first = result(harness.broker.open_position(harness.order(symbol, comment="tb-1")))
+    assert harness.terminal.calls["order_check"] == 1
+    result(harness.broker.open_position(harness.order(symbol, comment="tb-2")))
+    assert harness.terminal.calls["order_check"] == 1  # proven once per symbol
+    deals = harness.terminal.history_deals_get(position=first.ticket)
+    orders = harness.terminal.history_orders_get(ticket=deals[0].order)
+    assert orders[0].type_filling == filling
+
+
+def test_a_symbol_that_allows_no_filling_mode_here_is_refused_readably():
+    harness = Harness(symbols={"EURUSD": {"filling_mode": 0}})  # RETURN only, not under market execution
+    refused = fails_with(harness.broker.open_position(harness.order()), OrderRefused)
+    assert refused.code == codes.INVALID_FILL and "filling mode" in refused.reason
+    assert harness.terminal.calls["order_send"] == 0
+
+
+def test_the_symbol_is_selected_before_use_and_stops_are_pushed_to_the_stops_level(harness):
+    assert not harness.terminal.symbol_info("EURUSD").visible
+    spec = result(harness.broker.symbol("EURUSD"))
+    assert harness.terminal.symbol_info("EURUSD").visible
+    tick = result(harness.broker.tick("EURUSD"))
+    # 3 points away: inside the stops level of 10 points
+    sl, tp = stops_around(spec, tick, BUY, 3, 3)
+    position = result(harness.broker.open_position(OrderRequest("EURUSD", BUY, Decimal("0.10"), sl, tp, "tb-1")))
+    distance = spec.stops_level * spec.point
+    assert position.stop_loss == tick.bid - distance and position.take_profit == tick.bid + distance
+
+
+def test_a_requote_is_retried_with_a_fresh_price_and_one_order_results(harness):
+    harness.terminal.queue_retcode(codes.REQUOTE, times=2)
+    position = result(harness.broker.open_position(harness.order()))
+    assert harness.terminal.calls["order_send"] == 3
+    assert len(harness.terminal.positions_get()) == 1 and position.comment == "tb-1"
+
+
+def test_too_many_requests_backs_off_before_trying_again(harness):
+    harness.terminal.queue_retcode(codes.TOO_MANY_REQUESTS)
+    d = harness.broker.open_position(harness.order())
+    assert not d.called and harness.terminal.calls["order_send"] == 1
+    harness.clock.advance(1)
+    assert result(d).volume == Decimal("0.10") and harness.terminal.calls["order_send"] == 2
+
+
+@pytest.mark.parametrize(
+    "retcode, words",
+    [(10019, "not enough money"), (10018, "market closed"), (10017, "disabled"), (10006, "rejected")],
+)
+def test_a_refusal_is_reported_with_a_readable_reason_and_opens_nothing(harness, retcode, words):
+    harness.terminal.queue_retcode(retcode)
+    refused = fails_with(harness.broker.open_position(harness.order()), OrderRefused)
+    assert refused.code == retcode and words in refused.reason
+    assert harness.terminal.positions_get() == ()
+    assert harness.terminal.calls["order_send"] == 1
+
+
+def test_a_disabled_symbol_is_refused_without_sending(harness):
+    harness.terminal.set_trade_mode("EURUSD", 3)  # close only
+    refused = fails_with(harness.broker.open_position(harness.order()), OrderRefused)
+    assert refused.code == 10044 and harness.terminal.calls["order_send"] == 0
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_a_lost_answer_is_looked_up_never_resent(harness, fill):
+    harness.terminal.queue_none(fill=fill)
+    d = harness.broker.open_position(harness.order(comment="tb-8"))
+    assert harness.terminal.calls["order_send"] == 1
+    if fill:
+        position = result(d)
+        assert position.comment == "tb-8" and len(harness.terminal.positions_get()) == 1
+    else:
+        fails_with(d, OutcomeUnknown)
+        assert harness.terminal.positions_get() == ()
+        assert result(harness.broker.find_by_comment("tb-8")) is None
+
+
+def test_a_timeout_retcode_that_did_fill_is_found_by_magic_and_comment(harness):
+    harness.terminal.queue_retcode(codes.TIMEOUT, fill=True)
+    position = result(harness.broker.open_position(harness.order(comment="tb-3")))
+    assert harness.terminal.calls["order_send"] == 1
+    raw = harness.terminal.positions_get()[0]
+    assert (raw.magic, raw.comment, raw.identifier) == (DEFAULT_MAGIC + 1, "tb-3", position.ticket)
+
+
+def test_another_accounts_orders_are_not_found_by_comment(harness):
+    other = harness.backend.broker_for("2", Decimal(0))
+    result(other.open_position(harness.order(comment="tb-4")))
+    assert result(harness.broker.find_by_comment("tb-4")) is None
+    assert result(other.find_by_comment("tb-4")).comment == "tb-4"
+
+
+# -- positions and results -------------------------------------------------------
+
+
+def test_a_result_sums_profit_commission_swap_and_fee_over_all_deals():
+    harness = Harness(commission_per_lot=3.5, fee_per_deal=0.25)
+    position = result(harness.broker.open_position(harness.order("EURUSD", volume="0.50")))
+    harness.terminal.charge_swap(position.ticket, -1.10)
+    harness.terminal.close_by_hand(position.ticket)
+    closed = result(harness.broker.closed_position(position.ticket))
+    deals = harness.terminal.history_deals_get(position=position.ticket)
+    expected = sum(Decimal(repr(d.profit + d.commission + d.swap + d.fee)) for d in deals)
+    assert closed.profit == expected.quantize(Decimal("0.01"))
+    assert any(d.commission for d in deals if d.entry == 0)  # the entry's commission counts too
+    assert result(harness.broker.balance()) == Decimal("10000") + closed.profit
+    assert closed.reason == "manual"
+
+
+@pytest.mark.parametrize("how, reason", [("close_by_hand", "manual"), ("stop_out", "stop_out")])
+def test_a_position_closed_outside_the_server_gets_its_real_cause(harness, how, reason):
+    position = result(harness.broker.open_position(harness.order()))
+    getattr(harness.terminal, how)(position.ticket)
+    closed = result(harness.broker.closed_position(position.ticket))
+    assert closed.reason == reason and closed.comment == "tb-1"
+
+
+def test_sl_and_tp_closes_are_told_apart_and_the_rewritten_exit_comment_is_ignored(harness):
+    position = result(harness.broker.open_position(harness.order(stop=50, take=5000)))
+    harness.terminal.set_price("EURUSD", float(position.stop_loss) - 0.0002)
+    closed = result(harness.broker.closed_position(position.ticket))
+    assert (closed.reason, closed.close_price, closed.comment) == ("sl", position.stop_loss, "tb-1")
+    second = result(harness.broker.open_position(harness.order(stop=5000, take=50, comment="tb-2")))
+    harness.terminal.set_price("EURUSD", float(second.take_profit) + 0.0002)
+    assert result(harness.broker.closed_position(second.ticket)).reason == "tp"
+
+
+def test_times_are_utc_whatever_the_server_clock(harness):
+    tick = result(harness.broker.tick("EURUSD"))
+    assert harness.backend.offset == 7200
+    assert abs(tick.time - harness.terminal.now) < 2
+    position = result(harness.broker.open_position(harness.order()))
+    assert abs(position.opened_at - harness.terminal.now) < 2
+    candles = result(harness.broker.candles("EURUSD", 10))
+    assert harness.terminal.now - 11 * 60 <= candles.time[0] and candles.time[-1] < harness.terminal.now
+
+
+def test_deals_that_reach_the_history_late_leave_the_position_open_until_they_do(harness):
+    position = result(harness.broker.open_position(harness.order()))
+    harness.terminal.queue_delay_deals(2)
+    harness.terminal.close_by_hand(position.ticket)
+    assert result(harness.broker.position(position.ticket)) is None
+    assert result(harness.broker.closed_position(position.ticket)) is None  # not yet
+    harness.terminal.queue_delay_deals(0)
+    closed = None
+    for _ in range(3):
+        closed = result(harness.broker.closed_position(position.ticket))
+        if closed is not None:
+            break
+    assert isinstance(closed, ClosedPosition)
+
+
+def test_netting_keeps_the_identifier_when_a_reversal_changes_the_ticket():
+    harness = Harness(margin_mode=ACCOUNT_MARGIN_MODE_RETAIL_NETTING)
+    assert not harness.backend.hedging
+    position = result(harness.broker.open_position(harness.order("EURUSD", BUY, "0.10")))
+    # a reversal from elsewhere (the trader in the terminal): SELL 0.30 nets to SELL 0.20
+    tick = harness.terminal.symbol_info_tick("EURUSD")
+    harness.terminal.order_send({
+        "action": 1, "symbol": "EURUSD", "volume": 0.3, "type": 1, "price": tick.bid,
+        "deviation": 20, "magic": DEFAULT_MAGIC + 1, "comment": "tb-1", "type_filling": 0,
+    })
+    raw = harness.terminal.positions_get()[0]
+    assert raw.ticket != position.ticket and raw.identifier == position.ticket
+    now = result(harness.broker.position(position.ticket))
+    assert now is not None and now.side == SELL and now.volume == Decimal("0.2")
+
+
+def test_a_bad_request_field_is_a_refusal_not_an_unknown_outcome(harness):
+    # the terminal refuses a comment it cannot carry before anything is sent
+    request = harness.order()
+    object.__setattr__(request, "comment", "tb-1 (retry)")
+    refused = fails_with(harness.broker.open_position(request), OrderRefused)
+    assert refused.code == -2 and "comment" in refused.reason
+    assert harness.terminal.positions_get() == ()
