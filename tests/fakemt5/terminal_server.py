@@ -2,8 +2,9 @@
 Serves a `FakeTerminal` to the fake ``MetaTrader5`` module of other processes
 (see ``MetaTrader5.py`` here), one JSON line per call, on the test's reactor.
 
-`TerminalServer.hold()` stops answering, as a terminal stuck in an IPC call
-does, until `release()`; the held calls are then answered in order.
+`TerminalServer.hold()` stops answering (every call, or calls to the functions
+named), as a terminal stuck in an IPC call does, until `release()`; the held
+calls are then answered in order.
 """
 
 import json
@@ -50,7 +51,8 @@ class _TerminalPipe(LineOnlyReceiver):
         request = json.loads(line)
         self.factory.calls.append(request["name"])
         gate = self.factory.gate
-        if gate is None:
+        held = self.factory.held
+        if gate is None or (held and request["name"] not in held):
             self._answer(request)
         else:
             gate.addCallback(lambda _: self._answer(request))
@@ -76,9 +78,12 @@ class TerminalServer(protocol.ServerFactory):
         self.terminal = terminal
         self.calls = []
         self.gate = None
+        self.held = ()
 
-    def hold(self):
-        """Answer nothing from now on, until `release`."""
+    def hold(self, *names):
+        """Answer nothing from now on (or no call to one of `names`), until
+        `release`."""
+        self.held = names
         if self.gate is None:
             self.gate = defer.Deferred()
 
