@@ -39,7 +39,8 @@ class Harness:
         self.backend.watch(lambda available, reason: self.changes.append((available, reason)))
         result(self.backend.start())
         result(self.backend.first_attempt)
-        assert self.changes == ([(True, "")] if self.backend.available else [])
+        available = self.backend.available
+        assert self.changes == [(available, "" if available else self.backend.down_reason)]
         self.changes.clear()
         self.broker = self.backend.broker_for("1", Decimal("10000"))
 

@@ -41,9 +41,14 @@ class Backends:
         self._default_market = MarketData(reactor, max_age=market_max_age)
         self._own: Dict[str, Tuple[BrokerBackend, MarketData]] = {}
 
-    def start(self):
-        """Deferred: the server's backend started. Accounts' own backends
-        start when first used."""
+    def start(self, urls=()):
+        """Deferred: the server's backend started, and the backends of
+        `urls` (the accounts' own) starting. Others start when first used."""
+        for url in urls:
+            try:
+                self._own_backend(url)
+            except ValueError as e:
+                self._log.error("an account's broker URL is refused: {error}", error=e)
         return self.default.start()
 
     def broker_for(self, account: Account) -> Tuple[Broker, MarketData]:

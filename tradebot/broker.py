@@ -182,6 +182,8 @@ class Broker:
     """
 
     available = True
+    #: False while the broker is still connecting for the first time.
+    settled = True
 
     def watch(self, callback) -> None:
         """Call ``callback(available: bool, reason: str)`` each time

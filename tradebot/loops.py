@@ -136,6 +136,7 @@ class AccountSession(Service):
         self._latest_report: Dict[int, dict] = {}
         self._placing: set = set()  # trade ids whose order call is under way
         self._checking = False
+        self._broker_lost = False  # the clients were told the broker went away
         self._ready = False
         self.ready = defer.Deferred()
 
@@ -186,11 +187,14 @@ class AccountSession(Service):
         self._monitor_loop.stop()
 
     def _broker_changed(self, available: bool, reason: str) -> None:
-        """Tell the clients once that the broker went away, once that it is back."""
-        if available:
-            self._publish(messages.broker_available())
-        else:
+        """Tell the clients once that the broker went away, once that it is
+        back; a first connection that simply succeeds is not news."""
+        if not available:
+            self._broker_lost = True
             self._publish(messages.broker_unavailable(reason))
+        elif self._broker_lost:
+            self._broker_lost = False
+            self._publish(messages.broker_available())
         self._update_loops()
 
     # -- connections ---------------------------------------------------------
@@ -215,7 +219,7 @@ class AccountSession(Service):
         self._streaming[connection] = set()
         for report in list(self._latest_report.values()):
             connection.send_frame(self._encode(report))
-        if not self._broker.available:
+        if not self._broker.available and self._broker.settled:
             reason = getattr(self._broker, "unavailable_reason", "")
             connection.send_frame(self._encode(messages.broker_unavailable(reason)))
         d = _guarded(self._log, "delivering stored completions", self._deliver_pending, connection)

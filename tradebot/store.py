@@ -213,6 +213,12 @@ def thd_update_account(conn, name: str, changes: dict) -> Account:
     return thd_account_by_name(conn, name)
 
 
+def thd_account_broker_urls(conn) -> List[str]:
+    """The broker URLs accounts name for themselves, each once."""
+    query = sa.select(accounts.c.broker).where(accounts.c.broker.is_not(None)).distinct()
+    return sorted(row.broker for row in conn.execute(query))
+
+
 def thd_accounts_to_resume(conn) -> List[Account]:
     """Accounts whose session must run from start-up: those with a live trade,
     and those set to trade while nobody is connected (unless revoked)."""
@@ -468,6 +474,9 @@ class _Operations:
 
     def update_account(self, name, changes):
         return self.run(thd_update_account, name, changes)
+
+    def account_broker_urls(self):
+        return self.run(thd_account_broker_urls)
 
     def accounts_to_resume(self):
         return self.run(thd_accounts_to_resume)

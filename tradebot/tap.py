@@ -154,7 +154,7 @@ class TradebotService(MultiService):
 
     async def _start(self):
         await self.store.start()
-        await self.backends.start()
+        await self.backends.start(await self.store.account_broker_urls())
         self.sessions.setServiceParent(self)
         await self.sessions.ready
         self.port = port = await self.endpoint.listen(self.site)

@@ -100,6 +100,11 @@ class MT5Broker(Broker):
         return self.backend.available
 
     @property
+    def settled(self) -> bool:
+        """False while the first connection to the terminal is under way."""
+        return self.backend.settled
+
+    @property
     def unavailable_reason(self) -> str:
         """Why orders cannot be sent now, while `available` is False."""
         return self.backend.down_reason
@@ -193,7 +198,7 @@ class MT5Backend(BrokerBackend):
         self.hedging = True
         self.terminal_up = False
         self.broker_link_up = False
-        self.down_reason = "not connected yet"
+        self.down_reason = "connecting to the terminal"
         self._watchers: List[Callable[[bool, str], None]] = []
         self._symbols: Dict[str, Tuple[SymbolSpec, dict]] = {}
         self._filling: Dict[str, int] = {}
@@ -205,6 +210,8 @@ class MT5Backend(BrokerBackend):
         self._heartbeat_loop.clock = reactor
         self._stopped = False
         self.first_attempt: Optional[defer.Deferred] = None
+        # what watchers last heard: None until the first attempt is over
+        self._announced: Optional[bool] = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -214,8 +221,15 @@ class MT5Backend(BrokerBackend):
         connected to the broker."""
         return self.terminal_up and self.broker_link_up
 
+    @property
+    def settled(self) -> bool:
+        """False until the first connection attempt is over: not available
+        yet, but not lost either."""
+        return self._announced is not None
+
     def watch(self, callback: Callable[[bool, str], None]) -> None:
-        """Call ``callback(available, reason)`` each time availability changes."""
+        """Call ``callback(available, reason)`` when the first connection
+        attempt is over, and then each time availability changes."""
         self._watchers.append(callback)
 
     def unwatch(self, callback) -> None:
@@ -269,7 +283,7 @@ class MT5Backend(BrokerBackend):
         except Exception as e:
             reason = e.reason if isinstance(e, OrderRefused) else str(e)
             self._log.warn("mt5 {url}: cannot connect to the terminal: {reason}", url=self.url, reason=reason)
-            self._set_state(False, False, f"terminal unreachable: {reason}")
+            self._set_state(False, False, reason)
             self._schedule_reconnect()
             return
         self._backoff = 1.0
@@ -323,11 +337,11 @@ class MT5Backend(BrokerBackend):
             self._log.warn("mt5 {url}: the broker does not allow expert trading on this account", url=self.url)
 
     def _set_state(self, terminal_up: bool, broker_link_up: bool, reason: str) -> None:
-        was = self.available
         self.terminal_up, self.broker_link_up = terminal_up, broker_link_up
         if not self.available:
             self.down_reason = reason
-        if was != self.available:
+        if self._announced != self.available:
+            self._announced = self.available
             if self.available:
                 self._log.info("mt5 {url}: broker available", url=self.url)
             else:

@@ -1,0 +1,131 @@
+"""
+End to end on MetaTrader 5: the plugin's service with a paper account and an
+account trading through its own terminal, the MT5 broker worker as a real
+process importing the fake MetaTrader5 module, a FakeTerminal served from this
+test, real websocket clients.
+"""
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from tradebot import messages, records
+from tradebot.cli import main as admin
+from tradebot.store import SyncStore
+
+from .test_e2e import start_server
+from .test_mt5_links import PATH, Terminal, fake_environment
+from .wsclient import connect, message_is
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """A fake terminal whose market moves 100 times faster than real time,
+    reachable by the worker processes the server starts."""
+    terminal = Terminal()
+    for key, value in fake_environment(terminal.address).items():
+        monkeypatch.setenv(key, value)
+    mover = task.LoopingCall(terminal.fake.advance, 5)
+    mover.start(0.05)
+    yield terminal
+    mover.stop()
+    pytest_twisted.blockon(terminal.stop())
+
+
+def add(db_url, capsys, name, *extra):
+    assert admin(["--db", db_url, "account", "add", name, "--symbols", "EURUSD,XAUUSD", *extra]) == 0
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def mt5_url(call_timeout=30):
+    return f"mt5://?path={PATH}&heartbeat=0.3&call_timeout={call_timeout}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_whole_cycle_on_an_mt5_terminal_through_the_worker(db_url, capsys, terminal):
+    token = add(db_url, capsys, "mia", "--broker-url", mt5_url())
+    service, url = await start_server(db_url, signal_interval="0.3", monitor_interval="0.2")
+    try:
+        client = await connect(url + "?" + token)
+        assert (await client.wait_for(lambda m: True))["symbols"] == ["EURUSD", "XAUUSD"]
+        client.send({"msg": "ping"})
+        placed = await client.wait_for(message_is(messages.TRADE_PLACED), timeout=60)
+        symbol = placed["data"]["symbol"]
+        done = await client.wait_for(message_is(messages.TRADE_COMPLETED, symbol=symbol), timeout=90)
+        store = SyncStore(db_url)
+        trades = [t for _, t in store.trades("mia")]
+        store.close()
+        [trade] = [t for t in trades if t.id == done["data"]["trade_id"]]
+        assert trade.status == records.CLOSED and trade.comment == f"tb-{trade.id}"
+        deals = terminal.fake.history_deals_get(position=trade.ticket)
+        assert {d.comment for d in deals if d.entry == 0} == {trade.comment}
+        realised = sum(d.profit + d.commission + d.swap + d.fee for d in deals)
+        assert done["data"]["profit"] == round(realised, 2) == float(trade.profit)
+        assert done["data"]["new_account_balance"] == terminal.fake.account_info().balance
+        assert trade.close_reason in ("sl", "tp")
+        # one order per trade, never resent
+        comments = [o.comment for o in terminal.fake.history_orders_get(0, 2**40) if o.comment.startswith("tb-")]
+        assert sorted(comments) == sorted(t.comment for t in trades if t.ticket is not None)
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hung_worker_never_stalls_another_accounts_stream(db_url, capsys, terminal):
+    paper_token = add(db_url, capsys, "pat")
+    mt5_token = add(db_url, capsys, "mia", "--broker-url", mt5_url(call_timeout=1.5))
+    service, url = await start_server(db_url, signal_interval="0.3", monitor_interval="0.2")
+    try:
+        pat = await connect(url + "?" + paper_token)
+        mia = await connect(url + "?" + mt5_token)
+        for client in (pat, mia):
+            client.send({"msg": "ping"})
+        # both stream; pat has an open paper trade reported every 0.2 s
+        await pat.wait_for(message_is(messages.ACTIVE_TRADE), timeout=60)
+        await mia.wait_for(message_is(messages.CHECKING), timeout=60)
+
+        terminal.server.hold()  # the terminal stops answering: the worker hangs
+        went_away = await mia.wait_for(message_is(messages.BROKER_UNAVAILABLE), timeout=30)
+        assert "no answer from the terminal within 1.5 s" in went_away["data"]["reason"]
+        hang_started = len(pat.received)
+        arrivals = []
+        pat.onMessage_original = pat.onMessage
+
+        def timed(payload, binary):
+            arrivals.append(reactor.seconds())
+            pat.onMessage_original(payload, binary)
+
+        pat.onMessage = timed
+        # let the worker be killed and replaced (and hang again) twice
+        for _ in range(2):
+            before = service.backends.backends[1].link.generation
+            await wait_until(lambda: service.backends.backends[1].link.generation > before)
+        terminal.server.release()
+        await mia.wait_for(message_is(messages.BROKER_AVAILABLE), timeout=30)
+        pat.onMessage = pat.onMessage_original
+
+        # pat's stream went on at its pace all along
+        assert len(pat.received) > hang_started and len(arrivals) >= 10
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+        assert max(gaps) < 1.0, gaps
+        # mia heard once that the broker went away, and once that it is back
+        texts = [m["message"] for m in mia.received]
+        assert texts.count(messages.BROKER_UNAVAILABLE) == 1 and texts.count(messages.BROKER_AVAILABLE) == 1
+    finally:
+        await service.stopService()
+
+
+def wait_until(condition, timeout=30):
+    """Deferred that fires once `condition()` is true, checked each 10 ms."""
+    from twisted.internet import defer
+
+    d = defer.Deferred()
+
+    def look():
+        if condition():
+            d.callback(None)
+        elif not d.called:
+            reactor.callLater(0.01, look)
+
+    look()
+    return d.addTimeout(timeout, reactor)
