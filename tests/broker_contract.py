@@ -5,6 +5,7 @@ A broker's test module subclasses `BrokerContract` and provides a `harness`
 fixture: an object with
 
 - ``broker``: a `tradebot.broker.Broker` for an account holding 10,000;
+- ``backend``: the backend it came from, for another account's broker;
 - ``symbols``: two symbols it offers, a forex pair and gold;
 - ``pass_time(seconds)``: lets the market move on (a Clock for the paper
   broker, a scripted fake terminal for MT5).
@@ -156,6 +157,18 @@ class BrokerContract:
         refused = fails_with(harness.broker.open_position(swapped), OrderRefused)
         assert "stops" in refused.reason
         assert result(harness.broker.find_by_comment("tb-9")) is None
+
+    def test_open_positions_lists_this_accounts_positions(self, harness):
+        assert result(harness.broker.open_positions()) == []
+        first = result(harness.broker.open_position(wide_order(harness, harness.symbols[0], comment="tb-1")))
+        second = result(harness.broker.open_position(wide_order(harness, harness.symbols[1], SELL, comment="tb-2")))
+        listed = result(harness.broker.open_positions())
+        assert [(p.ticket, p.comment, p.side) for p in listed] == [
+            (first.ticket, "tb-1", BUY),
+            (second.ticket, "tb-2", SELL),
+        ]
+        other = harness.backend.broker_for("2", Decimal("10000"))
+        assert result(other.open_positions()) == []
 
     def test_a_closed_position_has_its_realised_result(self, harness):
         name = harness.symbols[1]

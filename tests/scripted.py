@@ -147,6 +147,9 @@ class ScriptedBroker(Broker):
     def closed_position(self, ticket):
         return defer.succeed(self.closed.get(ticket))
 
+    def open_positions(self):
+        return defer.gatherResults([self.position(ticket) for ticket in self.positions])
+
     def find_by_comment(self, comment):
         for p in list(self.positions.values()) + list(self.closed.values()):
             if p.comment == comment:

@@ -6,10 +6,12 @@ sequence of each part of the cycle.
 import json
 from decimal import Decimal
 
+import attrs
+
 import pytest
 from twisted.internet.task import Clock
 
-from tradebot import messages, records
+from tradebot import messages, records, schema
 from tradebot.broker import BUY, SELL, OrderRefused
 from tradebot.backends import Backends
 from tradebot.loops import AccountSession, SessionManager
@@ -362,6 +364,49 @@ def test_restart_with_a_pending_trade_finds_its_order(inline_store, logged_error
     rig.clock.advance(MONITOR_INTERVAL)
     assert rig.trades()[0].status == records.OPEN
     assert len(rig.broker.orders) == 1
+
+
+def test_restart_adopts_a_position_given_up_on_and_records_its_real_result(inline_store, logged_errors):
+    rig = Rig(inline_store)
+    buy_xauusd(rig)
+    rig.broker.lose_next_answer = True
+    rig.stream()
+    logged_errors.take(ConnectionError)
+    hidden = rig.broker.positions.pop(1001)  # not found when looked up: cancelled
+    rig.clock.advance(MONITOR_INTERVAL)
+    assert rig.trades()[0].status == records.CANCELLED
+    rig.session.stopService()
+
+    rig.broker.positions[hidden.ticket] = hidden  # ...but the order did fill
+    restarted = rig.new_session()
+    [trade] = rig.trades()
+    assert (trade.status, trade.ticket, trade.error) == (records.OPEN, hidden.ticket, None)
+    assert list(restarted.live_trades) == [trade.id]
+    client = rig.stream(restarted)
+    rig.broker.set_bid("XAUUSD", "2320.00")
+    rig.clock.advance(MONITOR_INTERVAL)
+    [done] = [m for m in client.take() if m["message"] == messages.TRADE_COMPLETED]
+    assert done["data"]["result"] == "loss" and done["data"]["trade_id"] == trade.id
+    assert rig.trades()[0].profit == rig.broker.closed[hidden.ticket].profit
+    assert len(rig.broker.orders) == 1
+
+
+def test_a_position_no_trade_ever_named_is_adopted_as_a_new_trade(inline_store):
+    rig = Rig(inline_store)
+    buy_xauusd(rig)
+    rig.stream()
+    rig.session.stopService()
+    [position] = rig.broker.positions.values()
+    rig.broker.positions[position.ticket] = attrs.evolve(position, comment="by hand")
+    inline_store.run(lambda conn: conn.execute(schema.trades.delete()))  # a store restored from before it
+    restarted = rig.new_session()
+    [trade] = rig.trades()
+    assert (trade.status, trade.ticket, trade.comment, trade.symbol) == (records.OPEN, position.ticket, "by hand", "XAUUSD")
+    assert (trade.lot_size, trade.open_price) == (position.volume, position.open_price)
+    # adopting again finds nothing new
+    restarted.stopService()
+    rig.new_session()
+    assert len(rig.trades()) == 1
 
 
 def test_an_always_on_account_trades_with_nobody_connected(inline_store):

@@ -234,6 +234,11 @@ class Broker:
         filled. Used to reconcile after a restart or an unknown outcome."""
         raise NotImplementedError
 
+    def open_positions(self):
+        """Deferred[list of Position]: every open position of this account,
+        so that a restart adopts one the store does not know."""
+        raise NotImplementedError
+
 
 class BrokerBackend:
     """What one broker URL names, shared by all accounts trading through it."""

@@ -178,6 +178,41 @@ class AccountSession(Service):
                 name=self.account.name,
                 n=len(self._trades),
             )
+        await self._adopt()
+
+    async def _adopt(self):
+        """Record and watch every open position of the account's at the
+        broker that no live trade holds (an order given up on whose position
+        exists after all, or a store restored from an older copy)."""
+        if not self._broker.available:
+            return  # done when the broker becomes available
+        try:
+            positions = await self._broker.open_positions()
+        except BrokerUnavailable as e:
+            self._log.info("account {name}: open positions not checked: {reason}", name=self.account.name, reason=e)
+            return
+        live = list(self._trades.values())
+        tickets = {t.ticket for t in live if t.ticket is not None}
+        comments = {t.comment for t in live}
+        for position in positions:
+            if position.ticket in tickets or position.comment in comments:
+                continue
+            trade = await self._store.adopt_position(self.account.id, position, self.account.phase, self.account.step)
+            if trade is None:
+                continue
+            self._trades[trade.id] = trade
+            self._log.warn(
+                "account {name}: adopted open position {ticket} ({side} {lot} {symbol}, comment {comment!r}) "
+                "as trade {id}",
+                name=self.account.name,
+                ticket=position.ticket,
+                side=position.side,
+                lot=position.volume,
+                symbol=position.symbol,
+                comment=position.comment,
+                id=trade.id,
+            )
+        self._update_loops()
 
     def stopService(self):
         """Stop both loops; live trades stay recorded for the next start."""
@@ -195,6 +230,8 @@ class AccountSession(Service):
         elif self._broker_lost:
             self._broker_lost = False
             self._publish(messages.broker_available())
+        if available and self._ready:
+            _guarded(self._log, "adopting open positions", self._adopt)
         self._update_loops()
 
     # -- connections ---------------------------------------------------------

@@ -550,6 +550,10 @@ class PaperBroker(Broker):
 
         return defer.execute(_find)
 
+    def open_positions(self):
+        """Deferred[list of Position]: this account's open positions, oldest first."""
+        return defer.execute(self._now, lambda: [self.market.current(p) for p in self.positions.values()])
+
     def _now(self, fn):
         self.market.advance()
         return fn()

@@ -10,6 +10,7 @@ timeout so the server and the admin command can share one file.
 """
 
 import json
+import re
 import time
 from decimal import Decimal
 from typing import Iterable, List, Optional, Tuple
@@ -283,6 +284,51 @@ def thd_mark_open(
     return _trade_by_id(conn, trade_id)
 
 
+def thd_adopt_position(
+    conn, account_id, comment, symbol, side, ticket, open_price, lot_size, stop_loss, take_profit,
+    opened_at, phase, step, now,
+) -> Optional[TradeRecord]:
+    """Record an open position of the account's that no live trade holds
+    (an order whose answer was lost and that was given up on, or a store
+    restored from an older copy): the trade its comment ``tb-<id>`` names, if
+    that trade is this account's and was recorded as never placed, opens
+    again; otherwise a new open trade records it. None if a trade already
+    holds the position."""
+    held = conn.execute(
+        sa.select(trades.c.id).where(
+            trades.c.account_id == account_id,
+            trades.c.ticket == ticket,
+            trades.c.status.in_(records.LIVE_STATUSES + (records.CLOSED,)),
+        )
+    ).first()
+    if held:
+        return None
+    filled = dict(
+        status=records.OPEN, ticket=ticket, open_price=open_price, lot_size=lot_size,
+        stop_loss=stop_loss, take_profit=take_profit, opened_at=opened_at,
+    )
+    named = re.fullmatch(r"tb-(\d+)", comment or "")
+    if named:
+        result = conn.execute(
+            trades.update()
+            .where(
+                trades.c.id == int(named.group(1)),
+                trades.c.account_id == account_id,
+                trades.c.status.in_((records.PENDING, records.CANCELLED, records.REFUSED)),
+            )
+            .values(error=None, **filled)
+        )
+        if result.rowcount:
+            return _trade_by_id(conn, int(named.group(1)))
+    inserted = conn.execute(
+        trades.insert().values(
+            account_id=account_id, symbol=symbol, side=side, comment=(comment or "")[:32],
+            phase=phase, step=step, created_at=now, **filled,
+        )
+    )
+    return _trade_by_id(conn, inserted.inserted_primary_key[0])
+
+
 def thd_mark_not_placed(conn, trade_id, status, error) -> TradeRecord:
     """Record that a pending trade was never placed (refused or cancelled)."""
     assert status in (records.REFUSED, records.CANCELLED)
@@ -498,6 +544,24 @@ class _Operations:
     def mark_open(self, trade_id, ticket, open_price, lot_size, stop_loss, take_profit, opened_at):
         return self.run(
             thd_mark_open, trade_id, ticket, open_price, lot_size, stop_loss, take_profit, opened_at
+        )
+
+    def adopt_position(self, account_id, position, phase, step):
+        return self.run(
+            thd_adopt_position,
+            account_id,
+            position.comment,
+            position.symbol,
+            position.side,
+            position.ticket,
+            position.open_price,
+            position.volume,
+            position.stop_loss,
+            position.take_profit,
+            position.opened_at,
+            phase,
+            step,
+            time.time(),
         )
 
     def mark_not_placed(self, trade_id, status, error):

@@ -156,6 +156,10 @@ class MT5Broker(Broker):
         with `comment`, from positions and then order history."""
         return defer.ensureDeferred(self.backend.find_by_comment(comment, self.magic))
 
+    def open_positions(self):
+        """Deferred[list of Position]: the positions carrying this magic."""
+        return defer.ensureDeferred(self.backend.open_positions(self.magic))
+
 
 class MT5Backend(BrokerBackend):
     """One MetaTrader 5 terminal reached through `link`.
@@ -695,6 +699,12 @@ class MT5Backend(BrokerBackend):
             reason=codes.CLOSE_REASON_BY_DEAL_REASON.get(last["reason"], "other"),
             comment=first.get("comment", ""),
         )
+
+    async def open_positions(self, magic: int) -> List[Position]:
+        """Every open position with this magic number, oldest first."""
+        positions = [p for p in await self._call("positions_get") or [] if p["magic"] == magic]
+        positions.sort(key=lambda p: (p.get("time_msc", 0), p["identifier"]))
+        return [await self._position(raw) for raw in positions]
 
     async def find_by_comment(self, comment: str, magic: int):
         """This magic's position or closed position opened by the order with
