@@ -129,3 +129,59 @@ def wait_until(condition, timeout=30):
 
     look()
     return d.addTimeout(timeout, reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restart_settles_what_happened_at_the_terminal_while_the_server_was_down(db_url, capsys, terminal):
+    token = add(db_url, capsys, "mia", "--broker-url", mt5_url())
+    service, url = await start_server(db_url, signal_interval="0.3", monitor_interval="0.2")
+    try:
+        client = await connect(url + "?" + token)
+        client.send({"msg": "ping"})
+        placed = await client.wait_for(message_is(messages.TRADE_PLACED), timeout=60)
+        client.sendClose()
+        await client.closed
+    finally:
+        await service.stopService()
+    store = SyncStore(db_url)
+    [trade] = [t for _, t in store.trades("mia") if t.status == records.OPEN]
+    account_id = store.account_by_name("mia").id
+    store.close()
+    assert trade.symbol == placed["data"]["symbol"]
+
+    # while the server is down: the trader closes the trade by hand, and an order
+    # of this account's that the store never heard of is filled
+    terminal.fake.close_by_hand(trade.ticket)
+    assert terminal.fake.initialize()  # the fake has one IPC link; the stopped worker shut it
+    terminal.fake.symbol_select("XAUUSD", True)
+    tick = terminal.fake.symbol_info_tick("XAUUSD")
+    orphan = terminal.fake.order_send({
+        "action": 1, "symbol": "XAUUSD", "volume": 0.01, "type": 0, "price": tick.ask,
+        "sl": round(tick.bid - 30, 2), "tp": round(tick.bid + 30, 2), "deviation": 50,
+        "magic": 234000 + account_id, "comment": "tb-9999", "type_filling": 1,
+    })
+    assert orphan.retcode == 10009
+
+    service, url = await start_server(db_url, signal_interval="0.3", monitor_interval="0.2")
+    try:
+        client = await connect(url + "?" + token)
+        client.send({"msg": "ping"})
+        done = await client.wait_for(message_is(messages.TRADE_COMPLETED, trade_id=trade.id), timeout=30)
+        deals = terminal.fake.history_deals_get(position=trade.ticket)
+        assert done["data"]["profit"] == round(sum(d.profit + d.commission + d.swap + d.fee for d in deals), 2)
+        adopted = await client.wait_for(
+            lambda m: m["message"] == messages.ACTIVE_TRADE and m["data"]["trade_id"] != trade.id, timeout=30
+        )
+        assert adopted["data"]["symbol"] == "XAUUSD" and adopted["data"]["lot_size"] == 0.01
+    finally:
+        await service.stopService()
+    store = SyncStore(db_url)
+    trades = {t.id: t for _, t in store.trades("mia")}
+    store.close()
+    assert trades[trade.id].close_reason == "manual" and trades[trade.id].status == records.CLOSED
+    [copy] = [t for t in trades.values() if t.ticket == orphan.order]
+    assert copy.comment == "tb-9999" and copy.status in (records.OPEN, records.CLOSED)
+    # nothing was ever sent twice: one order per trade, and the orphan's own
+    assert terminal.fake.initialize()
+    comments = [o.comment for o in terminal.fake.history_orders_get(0, 2**40) if o.comment.startswith("tb-")]
+    assert sorted(comments) == sorted(t.comment for t in trades.values() if t.ticket is not None)
