@@ -108,15 +108,35 @@ def test_connecting_does_not_log_in_again_to_the_account_already_on():
 
 
 def test_connecting_logs_in_when_the_terminal_is_on_another_account(monkeypatch):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines = []
+
+    def observer(event):
+        lines.append(formatEvent(event))
+
     harness = Harness(login=777)  # the terminal is on 777
     assert harness.terminal.login_calls == 0
-    # the same terminal, asked for account 777 with a password from the environment
+    # the same terminal, asked for account 778 with a password from the environment
     monkeypatch.setenv("TRADEBOT_MT5_PASSWORD", "demo-pass")
     other = MT5Backend(DirectLink(harness.terminal), harness.clock, path=PATH, login=778)
-    other.start()
+    globalLogPublisher.addObserver(observer)
+    try:
+        other.start()
+    finally:
+        globalLogPublisher.removeObserver(observer)
     assert not other.available  # 778 is not an account this terminal can log in to
     assert harness.terminal.login_calls == 1
-    assert "Authorization failed" in other.down_reason and "demo-pass" not in other.down_reason
+    assert "Authorization failed" in other.down_reason
+    assert lines and not any("demo-pass" in line for line in lines + [other.down_reason, other.url])
+
+
+def test_the_worker_never_gets_the_password_in_its_environment(monkeypatch):
+    from tradebot.mt5.links import WorkerLink
+
+    monkeypatch.setenv("TRADEBOT_MT5_PASSWORD", "demo-pass")
+    assert "TRADEBOT_MT5_PASSWORD" not in WorkerLink(Clock()).env
+    assert "TRADEBOT_MT5_PASSWORD" not in WorkerLink(Clock(), env={"TRADEBOT_MT5_PASSWORD": "x"}).env
 
 
 def test_a_login_without_a_password_says_where_the_password_comes_from(monkeypatch):

@@ -56,6 +56,9 @@ def test_command_line_beats_environment_beats_file(tmp_path, monkeypatch):
         (["--monitor-interval", "0"], "--monitor-interval must be more than 0"),
         (["--strategy", "astrology"], "astrology"),
         (["--broker", "ftp://x"], "unknown broker URL scheme 'ftp'"),
+        (["--broker", "paper://?speed=0"], "speed"),
+        (["--broker", "mt5://?login=5&password=hunter2"], "never put the password in the URL"),
+        (["--broker", "mt5linux://h:p"], "bad port"),
         (["--config", "/nonexistent/tradebot.toml"], "cannot read config file"),
     ],
 )
@@ -63,6 +66,11 @@ def test_bad_values_are_usage_errors(argv, complaint):
     with pytest.raises(usage.UsageError) as error:
         parse(*argv)
     assert complaint in str(error.value)
+
+
+def test_the_server_broker_may_be_an_mt5_terminal():
+    assert parse("--broker", "mt5://?path=C:\\MT5\\terminal64.exe&login=5")["broker"].startswith("mt5://")
+    assert parse("--broker", "mt5linux://127.0.0.1:18812")["broker"] == "mt5linux://127.0.0.1:18812"
 
 
 def test_a_bad_config_file_is_a_usage_error(tmp_path):

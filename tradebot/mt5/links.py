@@ -95,7 +95,7 @@ class WorkerLink:
     `call_timeout` seconds kills the worker and fails with `LinkFailed`, as
     does every call under way when the worker dies; the next call starts a
     fresh worker, which must be initialised again. `env` is the worker's
-    environment (default: this process's).
+    environment (default: this process's, less ``TRADEBOT_MT5_PASSWORD``).
     """
 
     _log = Logger()
@@ -112,6 +112,8 @@ class WorkerLink:
         self.reactor = reactor
         self.python = python
         self.env = dict(os.environ if env is None else env)
+        # the worker gets the password, when it needs one, in a login call only
+        self.env.pop("TRADEBOT_MT5_PASSWORD", None)
         self.call_timeout = call_timeout
         self.stop_timeout = stop_timeout
         self.label = label
