@@ -35,6 +35,7 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python bench/close_latency.py
 	$(BIN)/python bench/idle_memory.py
 	$(BIN)/python bench/fanout_cpu.py
+	$(BIN)/python bench/mt5_worker.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
