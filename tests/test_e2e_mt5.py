@@ -20,13 +20,15 @@ from .wsclient import connect, message_is
 
 @pytest.fixture
 def terminal(monkeypatch):
-    """A fake terminal whose market moves 100 times faster than real time,
-    reachable by the worker processes the server starts."""
+    """A fake terminal whose market moves half an hour every half second,
+    reachable by the worker processes the server starts. (Whole half hours
+    keep its clock a whole number of half hours off the real one, as a broker's
+    server clock is: the broker measures that offset.)"""
     terminal = Terminal()
     for key, value in fake_environment(terminal.address).items():
         monkeypatch.setenv(key, value)
-    mover = task.LoopingCall(terminal.fake.advance, 5)
-    mover.start(0.05)
+    mover = task.LoopingCall(terminal.fake.advance, 1800)
+    mover.start(0.5)
     yield terminal
     mover.stop()
     pytest_twisted.blockon(terminal.stop())

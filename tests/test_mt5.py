@@ -219,7 +219,7 @@ def test_the_symbol_is_selected_before_use_and_stops_are_pushed_to_the_stops_lev
     # 3 points away: inside the stops level of 10 points
     sl, tp = stops_around(spec, tick, BUY, 3, 3)
     position = result(harness.broker.open_position(OrderRequest("EURUSD", BUY, Decimal("0.10"), sl, tp, "tb-1")))
-    distance = spec.stops_level * spec.point
+    distance = (spec.stops_level + 1) * spec.point  # a point beyond the level
     assert position.stop_loss == tick.bid - distance and position.take_profit == tick.bid + distance
 
 

@@ -11,6 +11,7 @@ Deferreds, and on the processes' own output.
 import os
 import signal
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -41,11 +42,12 @@ def fake_environment(address: str) -> dict:
 
 
 class Terminal:
-    """A FakeTerminal served on 127.0.0.1, kept in step with real time by
-    nothing: tests move its market by hand."""
+    """A FakeTerminal served on 127.0.0.1, its clock starting at the real time
+    (the broker measures its server-time offset against the real clock);
+    tests move its market by hand."""
 
     def __init__(self, **options):
-        self.fake = FakeTerminal(commission_per_lot=0.0, **options)
+        self.fake = FakeTerminal(commission_per_lot=0.0, start=time.time(), **options)
         self.server = TerminalServer(self.fake)
         self.port = reactor.listenTCP(0, self.server, interface="127.0.0.1")
         self.address = f"127.0.0.1:{self.port.getHost().port}"

@@ -395,8 +395,11 @@ class AccountSession(Service):
             tick = await self._broker.tick(symbol)
             entry = tick.ask if signal.side == BUY else tick.bid
             direction = 1 if signal.side == BUY else -1
-            stop_loss = spec.round_price(entry - direction * signal.stop_distance)
-            take_profit = spec.round_price(entry + direction * signal.take_distance)
+            # no closer than the broker's stops level from the closing price, so
+            # the lot is sized on the stop the broker will accept
+            floor = (spec.stops_level + spec.spread) * spec.point
+            stop_loss = spec.round_price(entry - direction * max(signal.stop_distance, floor))
+            take_profit = spec.round_price(entry + direction * max(signal.take_distance, floor))
             loss_per_lot = -await self._broker.calc_profit(
                 signal.side, symbol, Decimal(1), entry, stop_loss
             )

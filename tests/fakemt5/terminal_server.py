@@ -57,14 +57,26 @@ class _TerminalPipe(LineOnlyReceiver):
         else:
             gate.addCallback(lambda _: self._answer(request))
 
+    initialized = False
+
     def _answer(self, request):
         terminal = self.factory.terminal
+        if not self.initialized and request["name"] not in ("initialize", "last_error"):
+            # the IPC link belongs to the process that made it: a new one must initialize
+            answer = {"value": None, "last_error": [-10004, "No IPC connection"]}
+            if request["name"] in ("login", "symbol_select"):
+                answer["value"] = False
+            if self.transport.connected:
+                self.sendLine(json.dumps(answer).encode())
+            return
         try:
             value = getattr(terminal, request["name"])(*decode(request["args"]), **decode(request["kwargs"]))
             answer = {"value": encode(value)}
         except TypeError as e:
             answer = {"raised": str(e)}
         answer["last_error"] = list(terminal.last_error())
+        if request["name"] == "initialize" and answer.get("value"):
+            self.initialized = True
         if self.transport.connected:
             self.sendLine(json.dumps(answer).encode())
 

@@ -63,6 +63,9 @@ PASSWORD_ENV = "TRADEBOT_MT5_PASSWORD"
 DEFAULT_MAGIC = 234000
 #: How far back order history is searched for an order to reconcile.
 HISTORY_DAYS = 30
+#: How far from a whole half hour a tick's time may be for the server-time
+#: offset to be measured from it: further means the tick is not fresh.
+OFFSET_TOLERANCE = 120
 #: Attempts at an order that meets requotes or too-many-requests.
 ORDER_ATTEMPTS = 4
 
@@ -201,8 +204,10 @@ class MT5Backend(BrokerBackend):
         self.offset: Optional[float] = None
         self.hedging = True
         self.terminal_up = False
-        self.broker_link_up = False
+        #: Why the terminal, though it answers, cannot trade now; None if it can.
+        self.trading_problem: Optional[str] = "connecting to the terminal"
         self.down_reason = "connecting to the terminal"
+        self._generation = None  # the link's worker that was initialised
         self._watchers: List[Callable[[bool, str], None]] = []
         self._symbols: Dict[str, Tuple[SymbolSpec, dict]] = {}
         self._filling: Dict[str, int] = {}
@@ -221,9 +226,9 @@ class MT5Backend(BrokerBackend):
 
     @property
     def available(self) -> bool:
-        """True while orders can be sent: the terminal answers and is
-        connected to the broker."""
-        return self.terminal_up and self.broker_link_up
+        """True while orders can be sent: the terminal answers, is connected to
+        the broker, and lets programs trade."""
+        return self.terminal_up and self.trading_problem is None
 
     @property
     def settled(self) -> bool:
@@ -287,7 +292,7 @@ class MT5Backend(BrokerBackend):
         except Exception as e:
             reason = e.reason if isinstance(e, OrderRefused) else str(e)
             self._log.warn("mt5 {url}: cannot connect to the terminal: {reason}", url=self.url, reason=reason)
-            self._set_state(False, False, reason)
+            self._set_state(False, reason)
             self._schedule_reconnect()
             return
         self._backoff = 1.0
@@ -297,12 +302,18 @@ class MT5Backend(BrokerBackend):
         if self.path:
             kwargs["path"] = self.path
         await self._raw("initialize", **kwargs)
-        account = await self._raw("account_info")
+        self._generation = getattr(self.link, "generation", None)
+        try:
+            account = await self._raw("account_info")
+        except TerminalError:
+            if self.login is None:
+                raise
+            account = {"login": None}  # not logged in to any account yet
         if self.login is not None and account["login"] != self.login:
             password = self._password if self._password is not None else os.environ.get(PASSWORD_ENV)
             if not password:
                 raise BrokerError(
-                    f"the terminal is logged in to account {account['login']}, not {self.login}, "
+                    f"the terminal is not logged in to account {self.login} "
                     f"and no password is set (${PASSWORD_ENV})"
                 )
             login_kwargs = {"password": password, "timeout": self.init_timeout_ms}
@@ -321,27 +332,16 @@ class MT5Backend(BrokerBackend):
             server=account.get("server", "?"),
             mode="hedging" if self.hedging else "netting",
         )
-        self._check_permissions(terminal, account)
-        self._set_state(True, bool(terminal["connected"]), "the terminal has no connection to the broker")
-
-    def _check_permissions(self, terminal: dict, account: dict) -> None:
-        if not terminal.get("trade_allowed", True):
-            self._log.warn(
-                "mt5 {url}: algo trading is off in the terminal: orders will be refused "
-                "until the Algo Trading button is on",
-                url=self.url,
-            )
-        if terminal.get("tradeapi_disabled", False):
-            self._log.warn(
-                "mt5 {url}: trading through the Python API is disabled in the terminal "
-                "(Tools > Options > Expert Advisors): orders will be refused",
-                url=self.url,
-            )
         if not account.get("trade_expert", True):
             self._log.warn("mt5 {url}: the broker does not allow expert trading on this account", url=self.url)
+        self._set_state(True, _trading_problem(terminal))
 
-    def _set_state(self, terminal_up: bool, broker_link_up: bool, reason: str) -> None:
-        self.terminal_up, self.broker_link_up = terminal_up, broker_link_up
+    def _set_state(self, terminal_up: bool, problem: Optional[str]) -> None:
+        """Record the terminal's state; watchers hear when `available`
+        changes (and once when the first attempt is over)."""
+        self.terminal_up = terminal_up
+        self.trading_problem = None if problem is None or not terminal_up else problem
+        reason = problem or ""
         if not self.available:
             self.down_reason = reason
         if self._announced != self.available:
@@ -359,7 +359,7 @@ class MT5Backend(BrokerBackend):
     def _lost(self, reason: str) -> None:
         """The terminal stopped answering: reconnect in the background."""
         if self.terminal_up:
-            self._set_state(False, False, reason)
+            self._set_state(False, reason)
             self._schedule_reconnect()
 
     def _schedule_reconnect(self) -> None:
@@ -376,12 +376,14 @@ class MT5Backend(BrokerBackend):
         )
 
     async def _check_terminal(self):
+        generation = self._generation
         try:
             terminal = await self._raw("terminal_info")
         except (BrokerUnavailable, TerminalError) as e:
             self._lost(f"terminal unreachable: {e}")
             return
-        self._set_state(True, bool(terminal["connected"]), "the terminal has no connection to the broker")
+        if self.terminal_up and generation == self._generation == getattr(self.link, "generation", None):
+            self._set_state(True, _trading_problem(terminal))
 
     # -- calls -----------------------------------------------------------------
 
@@ -419,6 +421,8 @@ class MT5Backend(BrokerBackend):
     async def _call(self, name: str, *args, **kwargs):
         """`_raw` for a session's call: fails at once while the terminal is
         out of reach."""
+        if self.terminal_up and getattr(self.link, "generation", None) != self._generation:
+            self._lost("the broker worker was restarted")
         if not self.terminal_up:
             raise BrokerUnavailable(self.down_reason)
         return await self._raw(name, *args, **kwargs)
@@ -466,19 +470,29 @@ class MT5Backend(BrokerBackend):
 
     def _measure_offset(self, tick: dict) -> None:
         """Server time minus UTC, in whole half hours, from a fresh tick. A
-        tick older than ten minutes (a quiet or closed market) says nothing."""
+        tick more than two minutes off a half hour (a quiet or closed market)
+        says nothing."""
         server_time = tick.get("time_msc", 0) / 1000.0 or float(tick["time"])
         difference = server_time - self.reactor.seconds()
         offset = round(difference / 1800.0) * 1800.0
-        if abs(difference - offset) <= 600:
+        if abs(difference - offset) <= OFFSET_TOLERANCE:
             if self.offset is not None and offset != self.offset:
                 self._log.info("mt5 {url}: server time offset now {h:+g} h", url=self.url, h=offset / 3600)
             self.offset = offset
 
-    async def _to_utc(self, server_time: float, symbol: str) -> float:
+    async def _to_utc(self, server_time: float, symbol: str, required: bool = True) -> float:
+        """`server_time` in UTC. Until the offset is known (a fresh tick of
+        `symbol` is asked for), a time to be stored fails with
+        `BrokerUnavailable`; one that is only shown stays in server time."""
         if self.offset is None:
             await self._raw_tick(symbol)
-        return server_time - (self.offset or 0.0)
+        if self.offset is None:
+            if required:
+                raise BrokerUnavailable(
+                    "the broker's server time is not known yet (no fresh tick: is the market closed?)"
+                )
+            return server_time
+        return server_time - self.offset
 
     async def tick(self, name: str) -> Tick:
         """The latest quote, prices at the symbol's digits, time in UTC."""
@@ -486,7 +500,7 @@ class MT5Backend(BrokerBackend):
         tick = await self._raw_tick(name)
         return Tick(
             symbol=name,
-            time=await self._to_utc(float(tick["time"]), name),
+            time=await self._to_utc(float(tick["time"]), name, required=False),
             bid=spec.round_price(tick["bid"]),
             ask=spec.round_price(tick["ask"]),
         )
@@ -496,7 +510,7 @@ class MT5Backend(BrokerBackend):
         forming, is left out), times in UTC."""
         await self._symbol(name)
         rates = await self._call("copy_rates_from_pos", name, codes.TIMEFRAME_M1, 1, int(count))
-        offset = await self._to_utc(0.0, name)
+        offset = await self._to_utc(0.0, name, required=False)
         return Candles(
             symbol=name,
             time=np.asarray(rates["time"], dtype=np.float64) + offset,
@@ -533,6 +547,8 @@ class MT5Backend(BrokerBackend):
         spec, info = await self._symbol(request.symbol)
         _check_trade_mode(info, request.side)
         _check_volume(spec, request.volume)
+        if not self.hedging:
+            await self._check_netting(request.symbol)
         order_type = codes.ORDER_TYPE_BUY if request.side == BUY else codes.ORDER_TYPE_SELL
         retcode, comment = None, ""
         for attempt in range(ORDER_ATTEMPTS):
@@ -556,8 +572,8 @@ class MT5Backend(BrokerBackend):
             try:
                 result = await self._raw("order_send", order)
             except TerminalError as e:
-                if e.code == codes.RES_E_INVALID_PARAMS:  # refused before it left the terminal
-                    raise OrderRefused(f"invalid request: {e.message}", e.code)
+                if e.code in codes.NOT_SENT_REASONS:  # refused before it left the terminal
+                    raise OrderRefused(f"{codes.NOT_SENT_REASONS[e.code]}: {e.message}", e.code)
                 return await self._after_unknown(request, magic, f"order_send failed: {e}")
             except BrokerUnavailable as e:
                 return await self._after_unknown(request, magic, str(e))
@@ -576,6 +592,18 @@ class MT5Backend(BrokerBackend):
             raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
         raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
 
+    async def _check_netting(self, symbol: str) -> None:
+        """On a netting account an order joins whatever position the symbol
+        has: refuse rather than trade into a position that is not the trade's."""
+        held = await self._call("positions_get", symbol=symbol) or []
+        if held:
+            owner = "a person" if held[0]["magic"] == 0 else f"magic {held[0]['magic']}"
+            raise OrderRefused(
+                f"netting account: {symbol} already has a position (opened by {owner}); "
+                "an order would merge into it",
+                "netting",
+            )
+
     async def _filling_for(self, symbol: str, info: dict, order: dict) -> int:
         """The symbol's filling mode: the first its flags allow that
         ``order_check`` accepts, kept once proven."""
@@ -587,8 +615,8 @@ class MT5Backend(BrokerBackend):
             try:
                 check = await self._raw("order_check", dict(order, type_filling=filling))
             except TerminalError as e:
-                if e.code == codes.RES_E_INVALID_PARAMS:
-                    raise OrderRefused(f"invalid request: {e.message}", e.code)
+                if e.code in codes.NOT_SENT_REASONS:
+                    raise OrderRefused(f"{codes.NOT_SENT_REASONS[e.code]}: {e.message}", e.code)
                 raise
             if check["retcode"] == 0:
                 self._filling[symbol] = filling
@@ -631,7 +659,7 @@ class MT5Backend(BrokerBackend):
 
     # -- positions -------------------------------------------------------------
 
-    async def _position(self, raw: dict) -> Position:
+    async def _position(self, raw: dict, required: bool = True) -> Position:
         spec, _ = await self._symbol(raw["symbol"])
         opened = raw.get("time_msc", 0) / 1000.0 or float(raw["time"])
         return Position(
@@ -644,7 +672,7 @@ class MT5Backend(BrokerBackend):
             take_profit=spec.round_price(raw["tp"]),
             current_price=spec.round_price(raw["price_current"]),
             profit=to_cents(_decimal(raw["profit"]) + _decimal(raw.get("swap", 0))),
-            opened_at=await self._to_utc(opened, raw["symbol"]),
+            opened_at=await self._to_utc(opened, raw["symbol"], required),
             comment=raw.get("comment", ""),
         )
 
@@ -661,7 +689,7 @@ class MT5Backend(BrokerBackend):
     async def position(self, identifier: int, magic: int) -> Optional[Position]:
         """The open position with this identifier, or None."""
         raw = await self._open_raw(identifier, magic)
-        return None if raw is None else await self._position(raw)
+        return None if raw is None else await self._position(raw, required=False)
 
     async def closed_position(self, identifier: int, magic: int) -> Optional[ClosedPosition]:
         """The closed position's result from its deals, or None while it is
@@ -730,6 +758,17 @@ class MT5Backend(BrokerBackend):
         return None
 
 
+def _trading_problem(terminal: dict) -> Optional[str]:
+    """Why a terminal that answers cannot trade now, or None."""
+    if not terminal.get("connected", False):
+        return "the terminal has no connection to the broker"
+    if not terminal.get("trade_allowed", True):
+        return codes.refusal_reason(10027)
+    if terminal.get("tradeapi_disabled", False):
+        return codes.NOT_SENT_REASONS[codes.RES_E_AUTO_TRADING_DISABLED]
+    return None
+
+
 def _check_trade_mode(info: dict, side: str) -> None:
     mode = info.get("trade_mode", 4)
     if mode == codes.SYMBOL_TRADE_MODE_DISABLED:
@@ -755,19 +794,29 @@ def _check_volume(spec: SymbolSpec, volume: Decimal) -> None:
 
 
 def _stops_for(spec: SymbolSpec, info: dict, request: OrderRequest, tick: dict) -> Tuple[Decimal, Decimal]:
-    """SL and TP rounded to the digits and pushed out to at least the stops
-    level from the price the position would close at; stops on the wrong side
-    of that price are refused (10016)."""
-    distance = max(int(info.get("trade_stops_level", 0)), 0) * spec.point
+    """SL and TP rounded to the symbol's tick size and pushed out to one point
+    beyond the stops level from the price the position would close at (the
+    price moves between this tick and the trade server); stops on the wrong
+    side of that price are refused (10016)."""
+    level = max(int(info.get("trade_stops_level", 0)), 0)
+    distance = (level + 1) * spec.point if level else Decimal(0)
+    tick_size = _decimal(info.get("trade_tick_size") or 0)
+
+    def on_grid(price) -> Decimal:
+        price = spec.round_price(price)
+        if tick_size > spec.point:
+            price = spec.round_price((price / tick_size).to_integral_value() * tick_size)
+        return price
+
     if request.side == BUY:
         reference = spec.round_price(tick["bid"])
-        stop_loss, take_profit = spec.round_price(request.stop_loss), spec.round_price(request.take_profit)
+        stop_loss, take_profit = on_grid(request.stop_loss), on_grid(request.take_profit)
         wrong = stop_loss >= reference or take_profit <= reference
         stop_loss = min(stop_loss, reference - distance)
         take_profit = max(take_profit, reference + distance)
     else:
         reference = spec.round_price(tick["ask"])
-        stop_loss, take_profit = spec.round_price(request.stop_loss), spec.round_price(request.take_profit)
+        stop_loss, take_profit = on_grid(request.stop_loss), on_grid(request.take_profit)
         wrong = stop_loss <= reference or take_profit >= reference
         stop_loss = max(stop_loss, reference + distance)
         take_profit = min(take_profit, reference - distance)

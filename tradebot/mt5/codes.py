@@ -50,12 +50,21 @@ RES_S_OK = 1
 RES_E_INVALID_PARAMS = -2
 RES_E_NOT_FOUND = -4
 RES_E_AUTH_FAILED = -6
+RES_E_UNSUPPORTED = -7
 RES_E_AUTO_TRADING_DISABLED = -8
+#: last_error codes of an order_send that never left the terminal, as readable reasons.
+NOT_SENT_REASONS = {
+    RES_E_INVALID_PARAMS: "invalid request",
+    RES_E_UNSUPPORTED: "not supported by the terminal",
+    RES_E_AUTO_TRADING_DISABLED: "trading through the Python API is disabled in the terminal "
+    "(Tools > Options > Expert Advisors)",
+}
 #: IPC failures: the terminal is gone, restarting, or did not answer in time.
 IPC_ERRORS = frozenset({-10000, -10001, -10002, -10003, -10004, -10005})
 
 # -- TRADE_RETCODE_* ----------------------------------------------------------
 
+PLACED = 10008
 DONE = 10009
 DONE_PARTIAL = 10010
 REQUOTE = 10004
@@ -70,8 +79,9 @@ INVALID_STOPS = 10016
 FILLED = frozenset({DONE, DONE_PARTIAL})
 #: Retry at once with a fresh price.
 RETRY_WITH_NEW_PRICE = frozenset({REQUOTE, PRICE_CHANGED, PRICE_OFF})
-#: The order may or may not have reached the market: look it up, never resend.
-OUTCOME_UNKNOWN = frozenset({TIMEOUT, CONNECTION})
+#: The order may or may not have reached the market, or is still being filled
+#: (PLACED, under exchange execution): look it up, never resend.
+OUTCOME_UNKNOWN = frozenset({PLACED, TIMEOUT, CONNECTION})
 
 #: What a refusal means, in words a trader reads.
 REFUSAL_REASONS = {
