@@ -23,7 +23,8 @@ setup(
         'tomli >= 2.0; python_version < "3.11"',
     ],
     extras_require={
-        "mt5": ['MetaTrader5 >= 5.0.45; sys_platform == "win32"'],
+        # pywin32: Twisted's spawnProcess on Windows needs it to start the broker worker
+        "mt5": ['MetaTrader5 >= 5.0.45; sys_platform == "win32"', 'pywin32; sys_platform == "win32"'],
         # the rpyc of the mt5linux server next to the terminal: 5.x for mt5linux 0.x, 6.x for 1.x
         "mt5linux": ["rpyc >= 5.2"],
         "test": ["pytest >= 7", "pytest-twisted >= 1.14", "rpyc >= 6.0"],

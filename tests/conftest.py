@@ -57,6 +57,15 @@ class LoggedErrors:
         self.events = [e for e in self.events if e not in taken]
         return len(taken)
 
+    def take_errors(self, text: str) -> int:
+        """Remove the logged errors (without a failure) whose text holds
+        `text`; how many there were."""
+        from twisted.logger import formatEvent
+
+        taken = [e for e in self.events if e.get("log_failure") is None and text in formatEvent(e)]
+        self.events = [e for e in self.events if e not in taken]
+        return len(taken)
+
 
 @pytest.fixture(autouse=True)
 def logged_errors():

@@ -272,3 +272,31 @@ async def test_a_hung_bridge_call_times_out_and_the_bridge_is_reconnected(termin
         assert await broker_balance(backend) == Decimal("10000")
     finally:
         await backend.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_worker_that_cannot_start_fails_its_calls_and_the_link_carries_on(logged_errors):
+    link = WorkerLink(reactor, python="/nonexistent/python")
+    first, second = link.call("terminal_info"), link.call("account_info")
+    for call in (first, second):
+        with pytest.raises(LinkFailed, match="cannot start"):
+            await call
+    assert logged_errors.take_errors("worker cannot start") == 2  # each call tried
+    link.python = sys.executable
+    link.env = fake_environment("127.0.0.1:1")  # nothing listens there: the module says so
+    answer = await link.call("terminal_info")
+    assert answer == {"id": answer["id"], "value": None, "error": [-10004, "No IPC connection"]}
+    await link.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_a_link_whose_worker_hangs_kills_it_and_fails_the_call(terminal):
+    link = WorkerLink(reactor, env=fake_environment(terminal.address), call_timeout=60, stop_timeout=0.5)
+    await link.call("initialize")
+    terminal.server.hold()
+    pending = link.call("terminal_info")
+    await wait_for_call(terminal.server, "terminal_info")
+    await link.stop()
+    with pytest.raises(LinkFailed, match="stopped"):
+        await pending
+    assert link.pid is None

@@ -62,14 +62,17 @@ class _WorkerProcess(ProcessProtocol):
 
     def __init__(self, link: "WorkerLink"):
         self.link = link
-        self._out = b""
+        self._out = []  # chunks of an answer not yet ended by a newline
         self._err = b""
         self.stderr_tail = collections.deque(maxlen=10)
         self.ended = defer.Deferred()
 
     def outReceived(self, data: bytes) -> None:
-        self._out += data
-        *lines, self._out = self._out.split(b"\n")
+        if b"\n" not in data:  # a large answer arrives in many chunks: join once
+            self._out.append(data)
+            return
+        *lines, rest = (b"".join(self._out) + data).split(b"\n")
+        self._out = [rest] if rest else []
         for line in lines:
             if line.strip():
                 self.link._answered(self, line)
@@ -85,7 +88,8 @@ class _WorkerProcess(ProcessProtocol):
 
     def processEnded(self, reason) -> None:
         self.link._ended(self, reason)
-        self.ended.callback(None)
+        if not self.ended.called:  # a stop that gave up waiting fired it already
+            self.ended.callback(None)
 
 
 class WorkerLink:
@@ -148,8 +152,8 @@ class WorkerLink:
     def _send_next(self) -> None:
         if self._current is not None or not self._queue:
             return
-        if self._process is None:
-            self._spawn()
+        if self._process is None and not self._spawn():
+            return
         name, line, answer = self._queue.popleft()
         call_id = next(self._ids)
         # the id goes first: cheap to splice into the already-encoded request
@@ -158,21 +162,29 @@ class WorkerLink:
         self._current = (call_id, name, answer, timer)
         self._transport.write(request.encode("utf-8") + b"\n")
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> bool:
+        """Start a worker; False (and the queue failed) if it cannot start."""
         self.generation += 1
-        self._process = _WorkerProcess(self)
-        self._transport = self.reactor.spawnProcess(
-            self._process,
-            self.python,
-            [self.python, "-u", "-m", "tradebot.mt5.worker"],
-            env=self.env,
-        )
+        process = _WorkerProcess(self)
+        try:
+            self._transport = self.reactor.spawnProcess(
+                process,
+                self.python,
+                [self.python, "-u", "-m", "tradebot.mt5.worker"],
+                env=self.env,
+            )
+        except Exception as e:  # no such interpreter; on Windows, no pywin32
+            self._log.error("{label} worker cannot start: {error}", label=self.label, error=e)
+            self._fail_queue(f"the {self.label} worker cannot start: {e}")
+            return False
+        self._process = process
         self._log.info(
             "{label} worker started (pid {pid}, worker #{n})",
             label=self.label,
             pid=self._transport.pid,
             n=self.generation,
         )
+        return True
 
     def _answered(self, process: _WorkerProcess, line: bytes) -> None:
         if process is not self._process or self._current is None:
@@ -204,6 +216,14 @@ class WorkerLink:
         answer.errback(LinkFailed(f"{name}: no answer from the terminal within {self.call_timeout:g} s"))
         self._send_next()
 
+    def _fail_current(self, why: str) -> None:
+        if self._current is not None:
+            _, name, answer, timer = self._current
+            self._current = None
+            if timer.active():
+                timer.cancel()
+            answer.errback(LinkFailed(f"{name}: {why}"))
+
     def _discard_worker(self) -> None:
         transport, self._transport, self._process = self._transport, None, None
         try:
@@ -224,20 +244,16 @@ class WorkerLink:
                 status=status,
                 detail=detail,
             )
-        if self._current is not None:
-            _, name, answer, timer = self._current
-            self._current = None
-            timer.cancel()
-            answer.errback(LinkFailed(f"{name}: the {self.label} worker exited ({detail})"))
+        self._fail_current(f"the {self.label} worker exited ({detail})")
         if self._stopping:
             self._fail_queue()
         else:
             self._send_next()
 
-    def _fail_queue(self) -> None:
+    def _fail_queue(self, why: Optional[str] = None) -> None:
         while self._queue:
             name, _, answer = self._queue.popleft()
-            answer.errback(LinkFailed(f"{name}: the {self.label} link stopped"))
+            answer.errback(LinkFailed(f"{name}: {why or f'the {self.label} link stopped'}"))
 
     def stop(self):
         """Deferred: the worker has exited, asked to by closing its input, and
@@ -248,7 +264,14 @@ class WorkerLink:
         if process is None:
             return defer.succeed(None)
         self._transport.closeStdin()
-        killer = self.reactor.callLater(self.stop_timeout, self._discard_worker)
+
+        def _kill():
+            self._discard_worker()
+            self._fail_current(f"the {self.label} link stopped")
+            if not process.ended.called:
+                process.ended.callback(None)
+
+        killer = self.reactor.callLater(self.stop_timeout, _kill)
 
         def _ended(_):
             if killer.active():
