@@ -368,3 +368,32 @@ def test_a_bad_request_field_is_a_refusal_not_an_unknown_outcome(harness):
     refused = fails_with(harness.broker.open_position(request), OrderRefused)
     assert refused.code == -2 and "comment" in refused.reason
     assert harness.terminal.positions_get() == ()
+
+
+def test_two_urls_naming_one_terminal_share_one_backend(logged_errors):
+    from tradebot.backends import Backends
+    from tradebot.records import Account
+
+    clock = Clock()
+    built = []
+
+    def make(url):
+        backend = backend_from_url(url, reactor=clock)
+        built.append(backend)
+        backend.link = DirectLink(FakeTerminal())
+        return backend
+
+    backends = Backends(object(), clock, make=make)
+
+    def account(id, url):
+        return Account(id, f"a{id}", ("EURUSD",), "default", 1, 1, Decimal(0), 1, False, False, 0.0, broker=url)
+
+    first, _ = backends.broker_for(account(1, "mt5://?path=C:\\MT5\\terminal64.exe&login=5"))
+    second, _ = backends.broker_for(account(2, "mt5://?login=5&path=c:/mt5/TERMINAL64.exe"))
+    other, _ = backends.broker_for(account(3, "mt5://?path=C:\\MT5-b\\terminal64.exe"))
+    assert first.backend is second.backend is not other.backend
+    assert (first.magic, second.magic) == (DEFAULT_MAGIC + 1, DEFAULT_MAGIC + 2)
+    bridge_a, _ = backends.broker_for(account(4, "mt5linux://127.0.0.1:18812"))
+    bridge_b, _ = backends.broker_for(account(5, "mt5linux://127.0.0.1:18812?deviation=5"))
+    assert bridge_a.backend is bridge_b.backend
+    assert len(backends.backends) == 4  # the default and three terminals

@@ -39,7 +39,8 @@ class Backends:
         self._market_max_age = market_max_age
         self._make = make or (lambda url: backend_from_url(url, store=store, reactor=reactor))
         self._default_market = MarketData(reactor, max_age=market_max_age)
-        self._own: Dict[str, Tuple[BrokerBackend, MarketData]] = {}
+        self._own: Dict[str, Tuple[BrokerBackend, MarketData]] = {}  # by terminal
+        self._by_url: Dict[str, Tuple[BrokerBackend, MarketData]] = {}
 
     def start(self, urls=()):
         """Deferred: the server's backend started, and the backends of
@@ -60,13 +61,26 @@ class Backends:
         return backend.broker_for(str(account.id), account.balance), market
 
     def _own_backend(self, url: str) -> Tuple[BrokerBackend, MarketData]:
-        known = self._own.get(url)
+        known = self._by_url.get(url)
+        if known is not None:
+            return known
+        backend = self._make(url)
+        # two URLs naming one terminal get one backend: two workers would
+        # fight over the terminal's single connection and its account
+        identity = getattr(backend, "identity", backend.url)
+        known = self._own.get(identity)
         if known is None:
-            backend = self._make(url)
-            known = self._own[url] = (backend, MarketData(self._reactor, max_age=self._market_max_age))
+            known = self._own[identity] = (backend, MarketData(self._reactor, max_age=self._market_max_age))
             defer.maybeDeferred(backend.start).addErrback(
                 lambda f: self._log.failure("broker {url} could not start", f, url=backend.url)
             )
+        elif known[0].url != backend.url:
+            self._log.warn(
+                "broker {url} names the same terminal as {first}: trading through {first}",
+                url=backend.url,
+                first=known[0].url,
+            )
+        self._by_url[url] = known
         return known
 
     @property

@@ -173,6 +173,9 @@ class MT5Backend(BrokerBackend):
 
     _log = Logger()
 
+    #: What terminal this is, however its URL is written.
+    identity = ""
+
     def __init__(
         self,
         link,
@@ -913,7 +916,7 @@ def backend_from_url(url: BrokerURL, reactor=None, link=None) -> MT5Backend:
             link = RpycLink(reactor, settings["host"], settings["port"], call_timeout=settings["call_timeout"])
         else:
             link = WorkerLink(reactor, python=settings["python"] or sys.executable, call_timeout=settings["call_timeout"])
-    return MT5Backend(
+    backend = MT5Backend(
         link,
         reactor,
         url=settings["url"],
@@ -925,3 +928,8 @@ def backend_from_url(url: BrokerURL, reactor=None, link=None) -> MT5Backend:
         init_timeout_ms=settings["init_timeout_ms"],
         heartbeat=settings["heartbeat"],
     )
+    if settings["scheme"] == "mt5linux":
+        backend.identity = f"mt5linux://{settings['host']}:{settings['port']}"
+    else:
+        backend.identity = "mt5://" + (settings["path"] or "").replace("/", "\\").lower()
+    return backend
