@@ -150,7 +150,7 @@ class ScriptedBroker(Broker):
     def open_positions(self):
         return defer.gatherResults([self.position(ticket) for ticket in self.positions])
 
-    def find_by_comment(self, comment):
+    def find_by_comment(self, comment, since=None):
         for p in list(self.positions.values()) + list(self.closed.values()):
             if p.comment == comment:
                 return defer.succeed(p)

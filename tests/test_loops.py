@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from tradebot import messages, records, schema
 from tradebot.broker import BUY, SELL, OrderRefused
 from tradebot.backends import Backends
-from tradebot.loops import AccountSession, SessionManager
+from tradebot.loops import NOT_FOUND_LOOKS, AccountSession, SessionManager
 from tradebot.market import MarketData
 from tradebot.plan import load_plan
 from tradebot.strategies import Signal
@@ -321,7 +321,10 @@ def test_an_order_that_never_filled_is_cancelled(inline_store, logged_errors):
     assert logged_errors.take(ConnectionError) == 1
     rig.broker.positions.clear()  # the order never reached the market
     client.take()
-    rig.clock.advance(MONITOR_INTERVAL)
+    # not found twice: it may still be on its way
+    rig.clock.pump([MONITOR_INTERVAL] * (NOT_FOUND_LOOKS - 1))
+    assert rig.trades()[0].status == records.PENDING and client.take() == []
+    rig.clock.advance(MONITOR_INTERVAL)  # not found a third time
     assert rig.trades()[0].status == records.CANCELLED
     # told, and checking starts over at once
     assert client.take() == [
@@ -373,7 +376,7 @@ def test_restart_adopts_a_position_given_up_on_and_records_its_real_result(inlin
     rig.stream()
     logged_errors.take(ConnectionError)
     hidden = rig.broker.positions.pop(1001)  # not found when looked up: cancelled
-    rig.clock.advance(MONITOR_INTERVAL)
+    rig.clock.pump([MONITOR_INTERVAL] * NOT_FOUND_LOOKS)
     assert rig.trades()[0].status == records.CANCELLED
     rig.session.stopService()
 
@@ -389,6 +392,25 @@ def test_restart_adopts_a_position_given_up_on_and_records_its_real_result(inlin
     assert done["data"]["result"] == "loss" and done["data"]["trade_id"] == trade.id
     assert rig.trades()[0].profit == rig.broker.closed[hidden.ticket].profit
     assert len(rig.broker.orders) == 1
+
+
+def test_a_position_that_turns_up_later_is_adopted_before_any_new_order(inline_store, logged_errors):
+    rig = Rig(inline_store)
+    buy_xauusd(rig)
+    rig.broker.lose_next_answer = True
+    client = rig.stream()
+    logged_errors.take(ConnectionError)
+    late = rig.broker.positions.pop(1001)
+    rig.clock.pump([MONITOR_INTERVAL] * NOT_FOUND_LOOKS)
+    assert rig.trades()[0].status == records.CANCELLED
+    rig.broker.positions[late.ticket] = late  # it filled after all
+    buy_xauusd(rig)  # and the strategy signals XAUUSD again
+    client.take()
+    rig.clock.advance(SIGNAL_INTERVAL)
+    [trade] = rig.trades()
+    assert (trade.status, trade.ticket) == (records.OPEN, late.ticket)
+    assert len(rig.broker.orders) == 1  # XAUUSD was busy: no second order
+    assert messages.signal(BUY, "XAUUSD") not in client.take()
 
 
 def test_a_position_no_trade_ever_named_is_adopted_as_a_new_trade(inline_store):

@@ -397,3 +397,80 @@ def test_two_urls_naming_one_terminal_share_one_backend(logged_errors):
     bridge_b, _ = backends.broker_for(account(5, "mt5linux://127.0.0.1:18812?deviation=5"))
     assert bridge_a.backend is bridge_b.backend
     assert len(backends.backends) == 4  # the default and three terminals
+
+
+def test_placed_but_not_yet_done_is_looked_up_not_taken_for_a_refusal(harness):
+    harness.terminal.queue_retcode(codes.PLACED, fill=True)
+    position = result(harness.broker.open_position(harness.order(comment="tb-6")))
+    assert position.comment == "tb-6" and harness.terminal.calls["order_send"] == 1
+
+
+def test_python_api_trading_disabled_is_a_readable_refusal_then_the_broker_is_unavailable(harness):
+    harness.terminal.set_tradeapi_disabled(True)
+    refused = fails_with(harness.broker.open_position(harness.order()), OrderRefused)
+    assert refused.code == -8 and "Python API is disabled" in refused.reason
+    harness.clock.advance(harness.backend.heartbeat)
+    assert not harness.backend.available and harness.changes == [(False, harness.backend.down_reason)]
+    assert "Python API is disabled" in harness.backend.down_reason
+    harness.terminal.set_tradeapi_disabled(False)
+    harness.clock.advance(harness.backend.heartbeat)
+    assert harness.backend.available and harness.changes[-1] == (True, "")
+
+
+def test_algo_trading_off_at_connection_makes_the_broker_unavailable_with_the_reason():
+    terminal = FakeTerminal()
+    terminal.set_algo_trading(False)
+    clock = Clock()
+    clock.advance(terminal.now)
+    backend = MT5Backend(DirectLink(terminal), clock, path=PATH)
+    backend.start()
+    assert backend.settled and not backend.available
+    assert "Algo Trading button" in backend.down_reason
+    terminal.set_algo_trading(True)
+    clock.advance(backend.heartbeat)
+    assert backend.available
+
+
+def test_a_netting_account_never_trades_into_a_position_that_is_not_the_trades():
+    harness = Harness(margin_mode=ACCOUNT_MARGIN_MODE_RETAIL_NETTING)
+    result(harness.broker.tick("EURUSD"))  # in Market Watch
+    tick = harness.terminal.symbol_info_tick("EURUSD")
+    harness.terminal.order_send({  # a person's trade in the terminal
+        "action": 1, "symbol": "EURUSD", "volume": 0.1, "type": 1, "price": tick.bid,
+        "deviation": 20, "magic": 0, "comment": "by hand", "type_filling": 0,
+    })
+    refused = fails_with(harness.broker.open_position(harness.order("EURUSD", BUY)), OrderRefused)
+    assert "netting account" in refused.reason and "a person" in refused.reason
+    assert len(harness.terminal.positions_get()) == 1
+    # another symbol is free
+    assert result(harness.broker.open_position(harness.order("XAUUSD", BUY, comment="tb-2"))).symbol == "XAUUSD"
+
+
+def test_the_offset_is_not_measured_from_a_stale_tick():
+    harness = Harness()
+    harness.clock.advance(21 * 60)  # the terminal's last tick is 21 minutes old
+    result(harness.broker.tick("EURUSD"))
+    assert harness.backend.offset is None
+    # the fill's time is not guessed: the order's outcome stays open...
+    fails_with(harness.broker.open_position(harness.order(comment="tb-5")), BrokerUnavailable)
+    harness.terminal.advance(21 * 60)  # ...until a fresh tick
+    result(harness.broker.tick("EURUSD"))
+    assert harness.backend.offset == 7200
+    found = result(harness.broker.find_by_comment("tb-5"))
+    assert found.comment == "tb-5" and abs(found.opened_at - (harness.terminal.now - 21 * 60)) < 2
+
+
+def test_an_older_order_with_the_same_comment_is_another_trades():
+    harness = Harness()
+    old = result(harness.broker.open_position(harness.order(comment="tb-1")))
+    harness.terminal.close_by_hand(old.ticket)
+    harness.pass_time(600)
+    # a database started afresh reuses tb-1; its trade was recorded just now
+    assert result(harness.broker.find_by_comment("tb-1", since=harness.clock.seconds())) is None
+    assert result(harness.broker.find_by_comment("tb-1", since=harness.clock.seconds() - 900)).ticket == old.ticket
+
+
+def test_nothing_is_concluded_about_an_order_while_the_broker_link_is_down(harness):
+    harness.terminal.set_connected(False)
+    harness.clock.advance(harness.backend.heartbeat)
+    fails_with(harness.broker.find_by_comment("tb-1"), BrokerUnavailable)

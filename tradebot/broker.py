@@ -228,10 +228,12 @@ class Broker:
         or None while it is still open."""
         raise NotImplementedError
 
-    def find_by_comment(self, comment: str):
+    def find_by_comment(self, comment: str, since: Optional[float] = None):
         """Deferred[Position | ClosedPosition | None]: the position an order with
         this comment opened, open or closed, or None if no such order was
-        filled. Used to reconcile after a restart or an unknown outcome."""
+        filled. `since` (UTC epoch) is when the trade was recorded: an older
+        order with the same comment is another trade's. Used to reconcile
+        after a restart or an unknown outcome."""
         raise NotImplementedError
 
     def open_positions(self):

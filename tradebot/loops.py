@@ -135,6 +135,7 @@ class AccountSession(Service):
         # the latest message 2 of each open trade, for a connection that starts streaming
         self._latest_report: Dict[int, dict] = {}
         self._placing: set = set()  # trade ids whose order call is under way
+        self._misses: Dict[int, int] = {}  # pending trade id -> lookups that found nothing
         self._checking = False
         self._broker_lost = False  # the clients were told the broker went away
         self._ready = False
@@ -363,6 +364,11 @@ class AccountSession(Service):
             account = await self._store.account_by_id(self.account.id)
             if account is not None:
                 self.account = account
+            # a position that turned up at the broker (an order given up on
+            # that filled after all) makes its symbol busy before any new order
+            await self._adopt()
+            if not self._has_room:
+                return
             busy = {t.symbol for t in self._trades.values()}
             for symbol in self.account.symbols:
                 if not (self._active and self._has_room and self.running):
@@ -527,7 +533,11 @@ class AccountSession(Service):
 
     async def _reconcile(self, trade: TradeRecord):
         """Settle a pending trade from what the broker knows of its order."""
-        found = await self._broker.find_by_comment(trade.comment)
+        found = await self._broker.find_by_comment(trade.comment, since=trade.created_at)
+        if found is None and self._misses.get(trade.id, 0) + 1 < NOT_FOUND_LOOKS:
+            self._misses[trade.id] = self._misses.get(trade.id, 0) + 1
+            return  # it may be on its way: look again at the next tick
+        self._misses.pop(trade.id, None)
         if found is None:
             self._log.warn(
                 "account {name}: order of trade {id} was never filled; cancelled",
@@ -613,6 +623,11 @@ class AccountSession(Service):
         )
         await self._publish_event(completion.event_id, completion.payload)
         self._update_loops()
+
+
+#: Lookups in a row, one per monitor interval, that must find no trace of an
+#: order before its trade is cancelled as never filled.
+NOT_FOUND_LOOKS = 3
 
 
 def _reason(error: Exception) -> str:

@@ -535,8 +535,9 @@ class PaperBroker(Broker):
         """Deferred[Optional[ClosedPosition]]: the result, or None while open."""
         return defer.execute(self._now, lambda: self.closed.get(ticket))
 
-    def find_by_comment(self, comment):
-        """Deferred: the open or closed position whose order carried `comment`."""
+    def find_by_comment(self, comment, since=None):
+        """Deferred: the open or closed position whose order carried `comment`
+        (the paper market's state lives with the trades: no older namesake)."""
 
         def _find():
             self.market.advance()

@@ -154,10 +154,11 @@ class MT5Broker(Broker):
         exit deal has not reached the history yet."""
         return defer.ensureDeferred(self.backend.closed_position(ticket, self.magic))
 
-    def find_by_comment(self, comment):
+    def find_by_comment(self, comment, since=None):
         """Deferred[Position | ClosedPosition | None] of this account's order
-        with `comment`, from positions and then order history."""
-        return defer.ensureDeferred(self.backend.find_by_comment(comment, self.magic))
+        with `comment` placed since `since`, from positions, orders in flight,
+        then order history."""
+        return defer.ensureDeferred(self.backend.find_by_comment(comment, self.magic, since))
 
     def open_positions(self):
         """Deferred[list of Position]: the positions carrying this magic."""
@@ -737,19 +738,35 @@ class MT5Backend(BrokerBackend):
         positions.sort(key=lambda p: (p.get("time_msc", 0), p["identifier"]))
         return [await self._position(raw) for raw in positions]
 
-    async def find_by_comment(self, comment: str, magic: int):
+    async def find_by_comment(self, comment: str, magic: int, since: Optional[float] = None):
         """This magic's position or closed position opened by the order with
-        `comment`, or None if no such order is known to the terminal."""
-        positions = await self._call("positions_get") or []
-        for raw in positions:
-            if raw["magic"] == magic and raw.get("comment") == comment:
-                return await self._position(raw)
+        `comment` (placed at `since`, UTC, or later, if given), or None if no
+        such order is known to the terminal. Fails with `BrokerUnavailable`
+        rather than answer None while the answer could still change: the
+        broker link is down, or the order is still being processed."""
+        if not self.available:
+            raise BrokerUnavailable(self.down_reason)
         now = self.reactor.seconds() + (self.offset or 0.0)
-        orders = await self._call(
-            "history_orders_get", int(now - HISTORY_DAYS * 86400), int(now + 86400)
-        ) or []
+        start = now - HISTORY_DAYS * 86400
+        if since is not None and self.offset is not None:
+            start = max(start, since + self.offset - 60)  # an older tb-N is another trade's
+
+        def mine(item, time_field):
+            return (
+                item["magic"] == magic
+                and item.get("comment") == comment
+                and item.get(time_field + "_msc", 0) / 1000.0 >= start
+            )
+
+        for raw in await self._call("positions_get") or []:
+            if mine(raw, "time"):
+                return await self._position(raw)
+        for order in await self._call("orders_get") or []:
+            if mine(order, "time_setup"):
+                raise BrokerUnavailable(f"order {order['ticket']} ({comment}) is still being processed")
+        orders = await self._call("history_orders_get", int(start), int(now + 86400)) or []
         for order in orders:
-            if order["magic"] == magic and order.get("comment") == comment and order.get("position_id"):
+            if mine(order, "time_setup") and order.get("position_id"):
                 identifier = order["position_id"]
                 raw = await self._open_raw(identifier, magic)
                 if raw is not None:
