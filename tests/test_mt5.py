@@ -135,7 +135,8 @@ def test_the_worker_never_gets_the_password_in_its_environment(monkeypatch):
     from tradebot.mt5.links import WorkerLink
 
     monkeypatch.setenv("TRADEBOT_MT5_PASSWORD", "demo-pass")
-    assert "TRADEBOT_MT5_PASSWORD" not in WorkerLink(Clock()).env
+    monkeypatch.setenv("TRADEBOT_MT5_PASSWORD_778", "demo-pass")
+    assert not [name for name in WorkerLink(Clock()).env if "PASSWORD" in name]
     assert "TRADEBOT_MT5_PASSWORD" not in WorkerLink(Clock(), env={"TRADEBOT_MT5_PASSWORD": "x"}).env
 
 
@@ -143,7 +144,7 @@ def test_a_login_without_a_password_says_where_the_password_comes_from(monkeypat
     monkeypatch.delenv("TRADEBOT_MT5_PASSWORD", raising=False)
     harness = Harness(backend_options={"login": 999})
     assert not harness.backend.available
-    assert "TRADEBOT_MT5_PASSWORD" in harness.backend.down_reason
+    assert "TRADEBOT_MT5_PASSWORD_999" in harness.backend.down_reason
 
 
 def test_algo_trading_off_is_said_at_connection_and_orders_are_refused_readably():

@@ -169,7 +169,8 @@ class MT5Backend(BrokerBackend):
     """One MetaTrader 5 terminal reached through `link`.
 
     `reactor` gives the clock; `password` (if not given) is read from the
-    ``TRADEBOT_MT5_PASSWORD`` environment variable when a login is needed.
+    environment when a login is needed: ``TRADEBOT_MT5_PASSWORD_<login>``,
+    else ``TRADEBOT_MT5_PASSWORD``.
     """
 
     _log = Logger()
@@ -314,11 +315,11 @@ class MT5Backend(BrokerBackend):
                 raise
             account = {"login": None}  # not logged in to any account yet
         if self.login is not None and account["login"] != self.login:
-            password = self._password if self._password is not None else os.environ.get(PASSWORD_ENV)
+            password = self._password or os.environ.get(f"{PASSWORD_ENV}_{self.login}") or os.environ.get(PASSWORD_ENV)
             if not password:
                 raise BrokerError(
                     f"the terminal is not logged in to account {self.login} "
-                    f"and no password is set (${PASSWORD_ENV})"
+                    f"and no password is set (${PASSWORD_ENV}_{self.login} or ${PASSWORD_ENV})"
                 )
             login_kwargs = {"password": password, "timeout": self.init_timeout_ms}
             if self.server:

@@ -99,7 +99,7 @@ class WorkerLink:
     `call_timeout` seconds kills the worker and fails with `LinkFailed`, as
     does every call under way when the worker dies; the next call starts a
     fresh worker, which must be initialised again. `env` is the worker's
-    environment (default: this process's, less ``TRADEBOT_MT5_PASSWORD``).
+    environment (default: this process's, less any ``TRADEBOT_MT5_PASSWORD*``).
     """
 
     _log = Logger()
@@ -117,7 +117,8 @@ class WorkerLink:
         self.python = python
         self.env = dict(os.environ if env is None else env)
         # the worker gets the password, when it needs one, in a login call only
-        self.env.pop("TRADEBOT_MT5_PASSWORD", None)
+        for name in [n for n in self.env if n.startswith("TRADEBOT_MT5_PASSWORD")]:
+            del self.env[name]
         self.call_timeout = call_timeout
         self.stop_timeout = stop_timeout
         self.label = label
