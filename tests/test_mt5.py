@@ -475,3 +475,17 @@ def test_nothing_is_concluded_about_an_order_while_the_broker_link_is_down(harne
     harness.terminal.set_connected(False)
     harness.clock.advance(harness.backend.heartbeat)
     fails_with(harness.broker.find_by_comment("tb-1"), BrokerUnavailable)
+
+
+def test_a_terminal_on_no_account_is_logged_in_once_with_the_accounts_password(monkeypatch):
+    monkeypatch.setenv("TRADEBOT_MT5_PASSWORD", "wrong")
+    monkeypatch.setenv("TRADEBOT_MT5_PASSWORD_51234567", "demo-pass")  # the account's own wins
+    harness = Harness(logged_in=False, backend_options={"login": 51234567, "server": "FakeBroker-Demo"})
+    assert harness.backend.available
+    assert harness.terminal.login_calls == 1 and harness.terminal.calls["login"] == 1
+    # a reconnection finds the terminal on the account: no second login
+    harness.terminal.disappear()
+    fails_with(harness.broker.balance(), BrokerUnavailable)
+    harness.terminal.come_back()
+    harness.clock.advance(5)
+    assert harness.backend.available and harness.terminal.login_calls == 1

@@ -300,3 +300,21 @@ async def test_stopping_a_link_whose_worker_hangs_kills_it_and_fails_the_call(te
     with pytest.raises(LinkFailed, match="stopped"):
         await pending
     assert link.pid is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_ipc_timeout_inside_the_worker_is_a_lost_terminal_not_a_dead_worker(terminal):
+    env = fake_environment(terminal.address)
+    env["FAKE_MT5_IPC_TIMEOUT"] = "0.5"  # the module gives up before the link does
+    backend, link = await worker_backend(terminal, call_timeout=30.0, env=env)
+    try:
+        pid = link.pid
+        terminal.server.hold()
+        with pytest.raises(BrokerUnavailable, match="IPC timeout"):
+            await broker_balance(backend)
+        assert not backend.available and link.pid == pid  # the worker answered: not killed
+        terminal.server.release()
+        await availability(backend, True)
+        assert link.pid == pid and await broker_balance(backend) == Decimal("10000")
+    finally:
+        await backend.stop()

@@ -701,6 +701,7 @@ class FakeTerminal:
         maxbars=100000,
         symbols=None,
         market_watch=(),
+        logged_in=True,
     ):
         """`symbols` maps names to SymbolInfo field overrides (plus ``bid`` and
         ``volatility``) merged onto `CATALOGUE`; a new name starts from a copy
@@ -721,6 +722,8 @@ class FakeTerminal:
         self._running = True  # the terminal process exists
         self._ipc = False  # initialize() succeeded and no shutdown since
         self._connected = True  # the broker link
+        # False: a terminal started with no saved account; account_info fails until a login
+        self._logged_in = logged_in
         self._algo_trading = True
         self._tradeapi_disabled = False
         self._last_error = (RES_S_OK, "Success")
@@ -848,7 +851,7 @@ class FakeTerminal:
             raise _invalid("timeout")
 
     def _authorize(self, login, password, server):
-        """Check credentials against the one account the fake knows."""
+        """Check credentials against the one account the fake knows; log in."""
         self.login_calls += 1
         account = self._account
         if (
@@ -857,6 +860,7 @@ class FakeTerminal:
             or (server is not None and server != account["server"])
         ):
             raise _CallFailed(RES_E_AUTH_FAILED, "Terminal: Authorization failed")
+        self._logged_in = True
 
     def shutdown(self):
         """Close the IPC connection."""
@@ -876,8 +880,14 @@ class FakeTerminal:
     # -- account and terminal --------------------------------------------
 
     def account_info(self):
-        """The account: AccountInfo."""
-        return self._call("account_info", self._account_info)
+        """The account: AccountInfo (fails while no account is logged in)."""
+
+        def body():
+            if not self._logged_in:
+                raise _CallFailed(RES_E_AUTH_FAILED, "Terminal: Authorization failed")
+            return self._account_info()
+
+        return self._call("account_info", body)
 
     def _account_info(self):
         account = self._account
