@@ -14,7 +14,7 @@ from tradebot.cli import main as admin
 from tradebot.store import SyncStore
 
 from .test_e2e import start_server
-from .test_mt5_links import PATH, Terminal, fake_environment
+from .test_mt5_links import PATH, Terminal, fake_environment, wait_until
 from .wsclient import connect, message_is
 
 
@@ -115,22 +115,6 @@ async def test_a_hung_worker_never_stalls_another_accounts_stream(db_url, capsys
         assert texts.count(messages.BROKER_UNAVAILABLE) == 1 and texts.count(messages.BROKER_AVAILABLE) == 1
     finally:
         await service.stopService()
-
-
-def wait_until(condition, timeout=30):
-    """Deferred that fires once `condition()` is true, checked each 10 ms."""
-    from twisted.internet import defer
-
-    d = defer.Deferred()
-
-    def look():
-        if condition():
-            d.callback(None)
-        elif not d.called:
-            reactor.callLater(0.01, look)
-
-    look()
-    return d.addTimeout(timeout, reactor)
 
 
 @pytest_twisted.ensureDeferred

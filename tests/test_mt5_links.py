@@ -175,10 +175,16 @@ async def test_a_worker_killed_mid_call_fails_that_call_and_the_next_worker_carr
 
 def wait_for_call(server, name, timeout=30):
     """Deferred that fires once the terminal has received a call `name`."""
+    return server.received(name).addTimeout(timeout, reactor)
+
+
+def wait_until(condition, timeout=30):
+    """Deferred that fires once `condition()` holds: for state that no event
+    announces (a worker's generation), looked at every 10 ms."""
     d = defer.Deferred()
 
     def look():
-        if name in server.calls:
+        if condition():
             d.callback(None)
         elif not d.called:
             reactor.callLater(0.01, look)

@@ -50,6 +50,8 @@ class _TerminalPipe(LineOnlyReceiver):
     def lineReceived(self, line):
         request = json.loads(line)
         self.factory.calls.append(request["name"])
+        for waiter in self.factory.waiters.pop(request["name"], []):
+            waiter.callback(None)
         gate = self.factory.gate
         held = self.factory.held
         if gate is None or (held and request["name"] not in held):
@@ -89,8 +91,18 @@ class TerminalServer(protocol.ServerFactory):
     def __init__(self, terminal):
         self.terminal = terminal
         self.calls = []
+        self.waiters = {}
         self.gate = None
         self.held = ()
+
+    def received(self, name):
+        """Deferred that fires once a call to `name` has arrived (at once if
+        one has)."""
+        if name in self.calls:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self.waiters.setdefault(name, []).append(waiter)
+        return waiter
 
     def hold(self, *names):
         """Answer nothing from now on (or no call to one of `names`), until
