@@ -10,7 +10,14 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=["tradebot", "tradebot.mt5", "tradebot.plans", "twisted.plugins"],
+    packages=[
+        "tradebot",
+        "tradebot.migrations",
+        "tradebot.migrations.versions",
+        "tradebot.mt5",
+        "tradebot.plans",
+        "twisted.plugins",
+    ],
     package_data={"tradebot.plans": ["*.toml"]},
     include_package_data=True,
     install_requires=[
@@ -19,6 +26,7 @@ setup(
         "treq >= 23.11",
         "attrs >= 23.1",
         "SQLAlchemy >= 2.0",
+        "alembic >= 1.12",
         "numpy >= 1.24",
         'tomli >= 2.0; python_version < "3.11"',
     ],
@@ -27,7 +35,7 @@ setup(
         "mt5": ['MetaTrader5 >= 5.0.45; sys_platform == "win32"', 'pywin32; sys_platform == "win32"'],
         # the rpyc of the mt5linux server next to the terminal: 5.x for mt5linux 0.x, 6.x for 1.x
         "mt5linux": ["rpyc >= 5.2"],
-        "test": ["pytest >= 7", "pytest-twisted >= 1.14", "rpyc >= 6.0"],
+        "test": ["pytest >= 7", "pytest-twisted >= 1.14", "rpyc >= 6.0", "psycopg[binary] >= 3.1"],
         "postgres": ["psycopg[binary] >= 3.1"],
     },
     entry_points={"console_scripts": ["tradebot = tradebot.cli:main"]},

@@ -4,6 +4,9 @@ set up a demo account and watch a websocket.
 
     tradebot [--db URL] [--broker URL] COMMAND ...
 
+A new database is created by the first command; one with an older schema is
+refused until ``tradebot db upgrade``.
+
 Every command checks its arguments before it opens the database: a refused
 command prints one ``tradebot: error: ...`` line on stderr, exits with 2 and
 writes nothing. A token is printed only by ``account add``, ``account
@@ -22,6 +25,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from tradebot import migrations
+from tradebot.migrations import SchemaError
 from tradebot.store import DEFAULT_DB_URL, StoreError, SyncStore
 from tradebot.tokens import hash_token, new_token
 
@@ -575,6 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", default="8000", help="the server's port in the URL")
     demo.add_argument("--symbols", default=DEMO_SYMBOLS, metavar="LIST", help=f"default: {DEMO_SYMBOLS}")
 
+    db = commands.add_parser("db", help="the database schema")
+    db_acts = db.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    db_acts.required = True
+    db_acts.add_parser("upgrade", help="bring the database to this version's schema (creates a new one)")
+    db_acts.add_parser("current", help="print the database's schema revision")
+
     watch_ = commands.add_parser("watch", help="print the messages of a websocket URL")
     watch_.add_argument("url")
     watch_.add_argument("--count", metavar="N", help="stop after this many messages")
@@ -630,7 +641,34 @@ def check_args(args) -> None:
             args.count = parse_positive_int(args.count, "--count")
 
 
+def cmd_db_upgrade(args, store) -> int:
+    """Run the migrations the database lacks; say from where to where."""
+    before = store.create_schema()
+    now = migrations.head()
+    if before == now:
+        print(f"database {store.shown_url}: schema {now}, already current")
+    elif before is None:
+        print(f"database {store.shown_url}: created, schema {now}")
+    else:
+        print(f"database {store.shown_url}: upgraded from schema {before} to {now}")
+    return 0
+
+
+def cmd_db_current(args, store) -> int:
+    """Print the database's schema revision and whether it is current."""
+    revision, now = store.revision(), migrations.head()
+    if revision is None:
+        print(f"database {store.shown_url}: empty (the server or any command creates it at {now})")
+    elif revision == now:
+        print(f"database {store.shown_url}: schema {revision} (current)")
+    else:
+        print(f"database {store.shown_url}: schema {revision}; this tradebot needs {now}: run `{PROG} db upgrade`")
+    return 0
+
+
 _COMMANDS = {
+    ("db", "upgrade"): cmd_db_upgrade,
+    ("db", "current"): cmd_db_current,
     ("account", "add"): cmd_account_add,
     ("account", "list"): cmd_account_list,
     ("account", "show"): cmd_account_show,
@@ -669,9 +707,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     store = None
     try:
         store = SyncStore(args.db)
-        store.create_schema()
+        if args.command != "db":
+            store.prepare()
         return _COMMANDS[(args.command, getattr(args, "action", None))](args, store)
-    except (StoreError, CommandError) as e:
+    except (StoreError, CommandError, SchemaError) as e:
         return _fail(str(e))
     except SQLAlchemyError as e:
         print(f"{PROG}: error: database: {_one_line(getattr(e, 'orig', None) or e)}", file=sys.stderr)

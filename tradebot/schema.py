@@ -1,5 +1,7 @@
 """
 The database schema (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+It is what the queries use; databases are made and changed by the migrations in
+`tradebot.migrations`, which a test keeps in step with it.
 
 Money and prices are stored exactly: `ExactDecimal` keeps a Decimal as NUMERIC on
 PostgreSQL and as its decimal text on SQLite (which has no exact numeric type).
@@ -59,10 +61,6 @@ accounts = sa.Table(
     # the account's own broker URL (an MT5 terminal); NULL: the server's --broker
     sa.Column("broker", sa.String(500)),
 )
-
-#: Nullable columns added since the first schema, by table: a database made
-#: before them gets them at start-up (the migrations of issue 6 replace this).
-ADDED_COLUMNS = {"accounts": ("broker",)}
 
 trades = sa.Table(
     "trades",

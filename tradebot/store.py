@@ -24,7 +24,8 @@ from twisted.python.threadpool import ThreadPool
 
 from tradebot import records
 from tradebot.records import Account, Completion, PendingEvent, TradeRecord
-from tradebot.schema import ADDED_COLUMNS, accounts, broker_state, events, metadata, trades
+from tradebot import migrations
+from tradebot.schema import accounts, broker_state, events, trades
 
 DEFAULT_DB_URL = "sqlite:///tradebot.sqlite"
 
@@ -117,21 +118,6 @@ def _trade_by_id(conn, trade_id: int) -> TradeRecord:
 
 
 # -- accounts -----------------------------------------------------------------
-
-
-def thd_create_schema(conn) -> None:
-    """Create any missing table, and add any column added since the table
-    was made (`schema.ADDED_COLUMNS`)."""
-    metadata.create_all(conn)
-    inspector = sa.inspect(conn)
-    for table_name, names in ADDED_COLUMNS.items():
-        present = {c["name"] for c in inspector.get_columns(table_name)}
-        table = metadata.tables[table_name]
-        for name in names:
-            if name not in present:
-                column = table.c[name]
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
 
 
 def thd_add_account(
@@ -486,8 +472,34 @@ class _Operations:
     def run(self, fn, *args, **kwargs):
         raise NotImplementedError
 
+    def run_blocking(self, fn, *args):
+        """Run ``fn(*args)`` where this store runs its work (not in a
+        transaction of its own)."""
+        raise NotImplementedError
+
+    @property
+    def shown_url(self) -> str:
+        """The database URL without its password, for messages."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
     def create_schema(self):
-        return self.run(thd_create_schema)
+        """Bring the database to the code's schema by its migrations (a new
+        database is created); the revision it was at."""
+        return self.run_blocking(migrations.upgrade, self.engine)
+
+    def prepare(self):
+        """Create a new database, accept a current one, refuse an older one
+        (`migrations.SchemaError`, naming ``tradebot db upgrade``)."""
+        return self.run_blocking(migrations.check_current, self.engine, self.shown_url)
+
+    def revision(self):
+        """The database's schema revision (None: empty)."""
+
+        def _revision(engine):
+            with engine.connect() as connection:
+                return migrations.revision_of(connection)
+
+        return self.run_blocking(_revision, self.engine)
 
     def add_account(self, name, symbols, balance, plan, max_open_trades, always_on, token_hash, broker=None):
         return self.run(
@@ -600,6 +612,9 @@ class SyncStore(_Operations):
     def run(self, fn, *args, **kwargs):
         return run_in_transaction(self.engine, fn, *args, **kwargs)
 
+    def run_blocking(self, fn, *args):
+        return fn(*args)
+
     def close(self):
         """Release the database."""
         self.engine.dispose()
@@ -621,14 +636,18 @@ class Store(_Operations):
         self._pool = ThreadPool(minthreads=1, maxthreads=max_threads, name="tradebot-db")
 
     def start(self):
-        """Start the thread pool and create any missing table; a Deferred."""
+        """Start the thread pool and check the schema (`prepare`); a Deferred
+        that fails with `migrations.SchemaError` on an older database."""
         self._pool.start()
-        return self.create_schema()
+        return self.prepare()
 
     def run(self, fn, *args, **kwargs):
         return deferToThreadPool(
             self._reactor, self._pool, run_in_transaction, self.engine, fn, *args, **kwargs
         )
+
+    def run_blocking(self, fn, *args):
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def stop(self):
         """Let queued work finish, release the database, stop the pool."""

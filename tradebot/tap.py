@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from tradebot.broker import backend_from_url, check_url
 from tradebot.loops import SessionManager
+from tradebot.migrations import SchemaError
 from tradebot.backends import Backends
 from tradebot.plan import PlanError, load_plan
 from tradebot.protocol import PremiumFactory
@@ -175,7 +176,10 @@ class TradebotService(MultiService):
         return port
 
     def _start_failed(self, failure):
-        self._log.failure("tradebot could not start", failure)
+        if failure.check(SchemaError):  # the message says what to do: no traceback
+            self._log.error("tradebot could not start: {reason}", reason=failure.getErrorMessage())
+        else:
+            self._log.failure("tradebot could not start", failure)
         if self.reactor.running:
             self.reactor.stop()
         return failure
