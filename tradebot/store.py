@@ -17,7 +17,7 @@ from typing import Iterable, List, Optional, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -65,23 +65,63 @@ def make_engine(url: str) -> sa.engine.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def _is_locked(error: OperationalError) -> bool:
-    return "database is locked" in str(error) or "database is busy" in str(error)
+#: How long a write waits for a database server that went away (a restart, a
+#: failover) before it gives up.
+RECONNECT_WINDOW = 60.0
+
+
+class CommitOutcomeUnknown(StoreError):
+    """The connection was lost while a transaction committed: it may or may
+    not have been applied, so it is not run again."""
+
+
+def _retryable(engine, error: Exception) -> bool:
+    """Whether a transaction that failed with `error` before its commit may
+    simply run again: SQLite's file was locked, or a database server's
+    connection failed or was refused (it rolled the transaction back)."""
+    if engine.dialect.name == "sqlite":
+        return isinstance(error, OperationalError) and (
+            "database is locked" in str(error) or "database is busy" in str(error)
+        )
+    return isinstance(error, (OperationalError, InterfaceError)) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
 
 
 def run_in_transaction(engine, fn, *args, **kwargs):
     """Run ``fn(conn, *args, **kwargs)`` in one transaction and return its
-    result, retrying with back-off while SQLite reports the file locked."""
+    result. A transaction that fails before its commit because SQLite's file
+    is locked, or because the database server's connection was lost, runs
+    again with back-off for up to `RECONNECT_WINDOW` seconds; a connection
+    lost during the commit raises `CommitOutcomeUnknown`."""
+    deadline = time.monotonic() + RECONNECT_WINDOW
     delay = 0.05
-    for attempt in range(8):
+    warned = False
+    while True:
         try:
-            with engine.begin() as conn:
-                return fn(conn, *args, **kwargs)
-        except OperationalError as e:
-            if not _is_locked(e) or attempt == 7:
+            with engine.connect() as conn:
+                transaction = conn.begin()
+                result = fn(conn, *args, **kwargs)
+                try:
+                    transaction.commit()
+                except DBAPIError as e:
+                    if engine.dialect.name != "sqlite" and _retryable(engine, e):
+                        raise CommitOutcomeUnknown(f"the database connection was lost while committing: {e.orig}")
+                    raise
+                return result
+        except (OperationalError, InterfaceError, DBAPIError) as e:
+            if not _retryable(engine, e) or time.monotonic() + delay > deadline:
                 raise
+            if not warned and engine.dialect.name != "sqlite":
+                _log.warn("database unreachable ({error}); retrying", error=_first_line(e))
+                warned = True
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # -- rows to records ----------------------------------------------------------
