@@ -1,18 +1,87 @@
 """
 Fixtures shared by the tests.
 
-- `db_url`: a fresh SQLite database file.
-- `inline_store`: the real store on that file, running each operation inline on
-  the calling thread, so tests driven by a `Clock` stay deterministic.
+- `db_url`: a fresh, empty database, once on SQLite and once on PostgreSQL
+  (test ids ``[sqlite]`` and ``[postgresql]``); see `db_url` for the server.
+- `db_backend`: which of the two a test got (``"sqlite"`` or ``"postgresql"``).
+- `inline_store`: the real store on that database, running each operation
+  inline on the calling thread, so tests driven by a `Clock` stay deterministic.
 - `logged_errors` (autouse): fails a test that logged an error it did not
   expect; a test that expects one takes it with ``logged_errors.take(Type)``.
+
+A test that is about one backend's specifics only opts out of the others with
+the ``backends`` marker: ``@pytest.mark.backends("sqlite")`` runs it on SQLite
+alone (it gets no ``[postgresql]`` variant at all, rather than a skipped one).
 """
+
+import os
 
 import pytest
 from twisted.internet import defer
 from twisted.logger import LogLevel, globalLogPublisher
 
 from tradebot.store import SyncStore
+
+from . import pg
+
+#: Every backend `db_url` offers, in test-id order.
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): run the test's database fixtures on these backends only "
+        f"(of {', '.join(BACKENDS)}); by default on all of them",
+    )
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that uses `db_url` (directly or through another fixture)
+    runs once per backend, or per backend its ``backends`` marker names."""
+    if "db_backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    backends = marker.args if marker else BACKENDS
+    unknown = set(backends) - set(BACKENDS)
+    if unknown or not backends:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown backends {sorted(unknown)}")
+    metafunc.parametrize("db_backend", backends)
+
+
+@pytest.fixture
+def db_backend(request):
+    """The backend this test's database is on: ``"sqlite"`` or
+    ``"postgresql"`` (set by `pytest_generate_tests`)."""
+    return request.param
+
+
+@pytest.fixture
+def db_url(db_backend, tmp_path):
+    """The SQLAlchemy URL of a fresh, empty database of its own, removed after
+    the test.
+
+    - sqlite: a file in the test's temporary directory (not created yet).
+    - postgresql: a database created for this test alone on the server at
+      ``TRADEBOT_TEST_PG`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``),
+      dropped afterwards, connections still open on it included. When that server
+      cannot be reached the test is skipped, saying why, except under CI (the
+      ``CI`` environment variable set to anything), where it fails instead.
+    """
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/tradebot.sqlite"
+        return
+    problem = pg.unreachable()
+    if problem is not None:
+        message = f"no PostgreSQL at {pg.server_name()}: {problem}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI is set, so PostgreSQL is required)", pytrace=False)
+        pytest.skip(message)
+    url = pg.create_database()
+    try:
+        yield url
+    finally:
+        pg.drop_database(url)
 
 
 class InlineStore(SyncStore):
@@ -24,12 +93,9 @@ class InlineStore(SyncStore):
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path}/tradebot.sqlite"
-
-
-@pytest.fixture
 def inline_store(db_url):
+    """An `InlineStore` on `db_url`, brought to the current schema, closed
+    after the test."""
     store = InlineStore(db_url)
     store.create_schema()
     yield store
@@ -69,6 +135,8 @@ class LoggedErrors:
 
 @pytest.fixture(autouse=True)
 def logged_errors():
+    """The errors the test logs (a `LoggedErrors`); the test fails if any is
+    left untaken at its end."""
     errors = LoggedErrors()
     globalLogPublisher.addObserver(errors)
     yield errors

@@ -1,5 +1,7 @@
 """
-The admin command, `tradebot.cli.main`, against a real SQLite file.
+The admin command, `tradebot.cli.main`, against a real database: each test
+that touches one runs on a SQLite file and on a PostgreSQL database (see
+`conftest.db_url`).
 
 Each test runs the command as the owner would and checks what it printed, its
 exit code and what the database holds afterwards. `watch` runs as a real
@@ -16,6 +18,7 @@ from decimal import Decimal
 
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer, protocol, reactor
@@ -25,6 +28,8 @@ from tradebot import cli
 from tradebot.records import CLOSED, OPEN, PENDING
 from tradebot.store import SyncStore
 from tradebot.tokens import hash_token
+
+from . import pg
 
 
 @pytest.fixture
@@ -48,32 +53,70 @@ def store(db_url):
 
 
 def db_path(db_url):
+    """The file of a SQLite URL."""
+    assert db_url.startswith("sqlite:///"), db_url
     return db_url[len("sqlite:///"):]
 
 
+def _tables(db_url):
+    """Every table of the database and its rows, each table's rows sorted:
+    {name: (column names, rows)}. Read by reflection, so it sees whatever
+    tables there are (alembic's version table included), not just the store's."""
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    try:
+        metadata = sa.MetaData()
+        metadata.reflect(engine)
+        with engine.connect() as conn:
+            return {
+                name: (
+                    tuple(c.name for c in table.columns),
+                    sorted((tuple(row) for row in conn.execute(sa.select(table))), key=repr),
+                )
+                for name, table in metadata.tables.items()
+            }
+    finally:
+        engine.dispose()
+
+
 def db_bytes(db_url):
-    """Every byte of the database, WAL included."""
-    data = b""
-    for suffix in ("", "-wal"):
-        path = db_path(db_url) + suffix
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                data += f.read()
-    return data
+    """Everything the database stores, as bytes, to search for a secret.
+    SQLite: every byte of the file, WAL included. PostgreSQL: what pg_dump
+    writes (schema and every row), or every table's rows as text when no
+    working pg_dump is installed."""
+    if db_url.startswith("sqlite"):
+        data = b""
+        for suffix in ("", "-wal"):
+            path = db_path(db_url) + suffix
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    data += f.read()
+        return data
+    return pg.dump(db_url) or repr(_tables(db_url)).encode()
 
 
 def snapshot(db_url):
-    """What the database holds: accounts (with token hashes) and trades."""
-    store = SyncStore(db_url)
+    """What the database holds: every table's columns and rows (sorted), so
+    two snapshots are equal only if nothing was written in between."""
+    return _tables(db_url)
+
+
+def database_untouched(db_url):
+    """Whether nothing was ever written to the fresh test database: on SQLite
+    its file was never even created; on PostgreSQL (where `db_url` made the
+    database) it still holds no table, view or sequence."""
+    if db_url.startswith("sqlite"):
+        return not os.path.exists(db_path(db_url))
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
     try:
-        store.create_schema()
-        return (
-            store.list_accounts(),
-            [store.account_by_name(a.name) for a in store.list_accounts()],
-            store.trades(),
-        )
+        with engine.connect() as conn:
+            relations = conn.execute(sa.text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'"
+            )).scalars().all()
     finally:
-        store.close()
+        engine.dispose()
+    return relations == []
 
 
 def token_of(out):
@@ -176,7 +219,7 @@ def test_bad_add_is_refused_and_writes_nothing(run, db_url, args, word):
     code, out, err = run("account", "add", "carol", *args)
     assert_refused(code, out, err, word)
     # Refused before the database was even opened.
-    assert not os.path.exists(db_path(db_url))
+    assert database_untouched(db_url)
 
 
 def test_bad_add_next_to_existing_accounts_writes_nothing(run, db_url):
@@ -371,26 +414,6 @@ def test_a_bad_account_broker_is_refused_and_changes_nothing(run, db_url, url, w
     assert snapshot(db_url) == before
 
 
-def test_a_database_from_before_account_brokers_gains_the_column(db_url, run):
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(
-            "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name VARCHAR(64) NOT NULL UNIQUE, "
-            "token_hash VARCHAR(64) UNIQUE, symbols VARCHAR(1000) NOT NULL, plan VARCHAR(200) NOT NULL, "
-            "phase INTEGER NOT NULL, step INTEGER NOT NULL, balance VARCHAR(40) NOT NULL, "
-            "max_open_trades INTEGER NOT NULL, always_on BOOLEAN NOT NULL, created_at FLOAT NOT NULL)"
-        ))
-        conn.execute(sa.text(
-            "INSERT INTO accounts VALUES (1, 'old', NULL, 'XAUUSD', 'default', 2, 3, '1234.5', 1, 0, 0)"
-        ))
-    engine.dispose()
-    code, out, err = run("account", "show", "old")
-    assert code == 0, err
-    assert "phase/step:      2/3" in out and "1234.50" in out and "the server's (--broker)" in out
-
-
 def test_set_refuses_an_unknown_name(run, db_url):
     add(run, "alice")
     before = snapshot(db_url)
@@ -523,7 +546,7 @@ def test_demo_with_another_name_and_symbols(run, store):
 def test_demo_refuses_unknown_symbols(run, db_url):
     code, out, err = run("demo", "--symbols", "XAUUSD,NOPE")
     assert_refused(code, out, err, "NOPE")
-    assert not os.path.exists(db_path(db_url))
+    assert database_untouched(db_url)
 
 
 # -- usage ------------------------------------------------------------------------------------
