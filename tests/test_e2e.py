@@ -25,15 +25,18 @@ def add_account(db_url, capsys, name="alice", symbols="XAUUSD,EURUSD,GBPUSD,USDJ
     return capsys.readouterr().out.strip().splitlines()[-1]
 
 
-async def start_server(db_url, signal_interval="0.3", monitor_interval="0.1"):
+async def start_server(db_url, signal_interval="0.3", monitor_interval="0.1", *options, broker=FAST_BROKER):
+    """The plugin's service on 127.0.0.1 (a free port), started; and the
+    websocket URL without a token. `options` are more command-line options."""
     config = Options()
     config.parseOptions(
         [
             "--port", "tcp:0:interface=127.0.0.1",
             "--db", db_url,
-            "--broker", FAST_BROKER,
+            "--broker", broker,
             "--signal-interval", signal_interval,
             "--monitor-interval", monitor_interval,
+            *options,
         ]
     )
     service = makeService(config, reactor)

@@ -33,8 +33,12 @@ class Backends:
         store=None,
         market_max_age: float = 1.0,
         make: Callable[[str], BrokerBackend] = None,
+        metrics=None,
     ):
         self.default = default
+        self._metrics = metrics
+        if metrics is not None:
+            default.metrics = metrics
         self._reactor = reactor
         self._market_max_age = market_max_age
         self._make = make or (lambda url: backend_from_url(url, store=store, reactor=reactor))
@@ -65,6 +69,8 @@ class Backends:
         if known is not None:
             return known
         backend = self._make(url)
+        if self._metrics is not None:
+            backend.metrics = self._metrics
         # two URLs naming one terminal get one backend: two workers would
         # fight over the terminal's single connection and its account
         identity = getattr(backend, "identity", backend.url)

@@ -47,6 +47,18 @@ from tradebot.broker import (
 from tradebot.records import Account, TradeRecord
 
 
+class AccountLogger(Logger):
+    """A Logger whose every event carries ``account``: the account's name."""
+
+    def __init__(self, account_name: str, namespace: Optional[str] = None):
+        super().__init__(namespace=namespace)
+        self.account_name = account_name
+
+    def emit(self, level, format=None, **kwargs):
+        kwargs.setdefault("account", self.account_name)
+        super().emit(level, format, **kwargs)
+
+
 class Subscriber:
     """What a session needs of a connection (the websocket protocol in
     production, a recorder in tests)."""
@@ -114,8 +126,10 @@ class AccountSession(Service):
         monitor_interval: float,
         encode: Callable[[dict], object] = messages.encode,
         on_idle: Optional[Callable[[], None]] = None,
+        metrics=None,
     ):
         self.name = f"account-{account.id}"
+        self._metrics = metrics
         self.account = account
         self._store = store
         self._broker = broker
@@ -142,8 +156,8 @@ class AccountSession(Service):
         self.ready = defer.Deferred()
 
         self._on_idle = on_idle
-        # one Logger for both loops: each `self._log` access makes a new one
-        log = self._log
+        # every line carries the account's name (a field of its own in JSON logs)
+        self._log = log = AccountLogger(account.name, namespace=type(self)._log.namespace)
         self._signal_loop = _Loop(log, "signal check", self._check_signals, clock)
         self._monitor_loop = _Loop(log, "trade monitor", self._monitor, clock)
 
@@ -204,14 +218,14 @@ class AccountSession(Service):
             self._trades[trade.id] = trade
             self._log.warn(
                 "account {name}: adopted open position {ticket} ({side} {lot} {symbol}, comment {comment!r}) "
-                "as trade {id}",
+                "as trade {trade_id}",
                 name=self.account.name,
                 ticket=position.ticket,
                 side=position.side,
                 lot=position.volume,
                 symbol=position.symbol,
                 comment=position.comment,
-                id=trade.id,
+                trade_id=trade.id,
             )
         self._update_loops()
 
@@ -256,10 +270,10 @@ class AccountSession(Service):
         self._attached.add(connection)
         self._streaming[connection] = set()
         for report in list(self._latest_report.values()):
-            connection.send_frame(self._encode(report))
+            self._send(connection, self._encode(report))
         if not self._broker.available and self._broker.settled:
             reason = getattr(self._broker, "unavailable_reason", "")
-            connection.send_frame(self._encode(messages.broker_unavailable(reason)))
+            self._send(connection, self._encode(messages.broker_unavailable(reason)))
         d = _guarded(self._log, "delivering stored completions", self._deliver_pending, connection)
         d.addCallback(lambda _: self._update_loops())
         return d
@@ -294,7 +308,7 @@ class AccountSession(Service):
         for event in pending:
             if event.id not in sent:
                 sent.add(event.id)
-                connection.send_frame(self._encode(event.payload))
+                self._send(connection, self._encode(event.payload))
             delivered.append(event.id)
         if delivered:
             await self._store.mark_delivered(delivered)
@@ -312,6 +326,8 @@ class AccountSession(Service):
         return len(self._streaming)
 
     def _send(self, connection, frame) -> None:
+        if self._metrics is not None:
+            self._metrics.messages_sent.inc()
         try:
             connection.send_frame(frame)
         except Exception:
@@ -448,21 +464,25 @@ class AccountSession(Service):
                 reason=e.reason,
             )
             await self._store.mark_not_placed(trade.id, records.REFUSED, e.reason)
+            self._count_trade("refused")
             del self._trades[trade.id]
             self._publish(messages.trade_not_placed(symbol, e.reason))
             return False
         except BrokerUnavailable as e:
             self._placing.discard(trade.id)
             self._log.warn(
-                "order for trade {id} has an unknown outcome ({reason}); it will be looked up",
-                id=trade.id,
+                "order for trade {trade_id} ({symbol}) has an unknown outcome ({reason}); it will be looked up",
+                trade_id=trade.id,
+                symbol=symbol,
                 reason=e,
             )
             return False
         except Exception:
             self._placing.discard(trade.id)
             self._log.failure(
-                "order for trade {id} has an unknown outcome; it will be looked up", id=trade.id
+                "order for trade {trade_id} ({symbol}) has an unknown outcome; it will be looked up",
+                trade_id=trade.id,
+                symbol=symbol,
             )
             return False
         self._placing.discard(trade.id)
@@ -483,9 +503,9 @@ class AccountSession(Service):
         )
         self._trades[trade.id] = opened
         self._log.info(
-            "account {name}: trade {id} opened, {side} {lot} {symbol} at {price} (ticket {ticket})",
+            "account {name}: trade {trade_id} opened, {side} {lot} {symbol} at {price} (ticket {ticket})",
             name=self.account.name,
-            id=trade.id,
+            trade_id=trade.id,
             side=trade.side,
             lot=position.volume,
             symbol=trade.symbol,
@@ -506,9 +526,11 @@ class AccountSession(Service):
                 else:
                     await self._watch(trade)
             except BrokerUnavailable as e:
-                self._log.debug("watching trade {id}: {reason}", id=trade.id, reason=e)
+                self._log.debug(
+                    "watching trade {trade_id} ({symbol}): {reason}", trade_id=trade.id, symbol=trade.symbol, reason=e
+                )
             except Exception:
-                self._log.failure("watching trade {id} failed", id=trade.id)
+                self._log.failure("watching trade {trade_id} ({symbol}) failed", trade_id=trade.id, symbol=trade.symbol)
         self._update_loops()
 
     async def _watch(self, trade: TradeRecord):
@@ -540,11 +562,13 @@ class AccountSession(Service):
         self._misses.pop(trade.id, None)
         if found is None:
             self._log.warn(
-                "account {name}: order of trade {id} was never filled; cancelled",
+                "account {name}: order of trade {trade_id} ({symbol}) was never filled; cancelled",
                 name=self.account.name,
-                id=trade.id,
+                trade_id=trade.id,
+                symbol=trade.symbol,
             )
             await self._store.mark_not_placed(trade.id, records.CANCELLED, "order never filled")
+            self._count_trade("cancelled")
             del self._trades[trade.id]
             self._publish(messages.trade_not_placed(trade.symbol, "order never filled"))
             return
@@ -572,6 +596,10 @@ class AccountSession(Service):
         )
         self._publish(messages.trade_placed(trade.symbol))
         await self._complete(opened, found)
+
+    def _count_trade(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.trades.labels(result=result).inc()
 
     async def _complete(self, trade: TradeRecord, closed: ClosedPosition):
         """Apply a closed trade's result: store it with the account's new
@@ -606,13 +634,16 @@ class AccountSession(Service):
             payload=payload,
         )
         self.account = completion.account
+        if not completion.already_recorded:
+            self._count_trade(result)
         self._trades.pop(trade.id, None)
         self._latest_report.pop(trade.id, None)
         self._log.info(
-            "account {name}: trade {id} closed by {reason} at {price}, {result} {profit}; "
+            "account {name}: trade {trade_id} ({symbol}) closed by {reason} at {price}, {result} {profit}; "
             "balance {balance}, phase {phase} step {step}",
             name=account.name,
-            id=trade.id,
+            trade_id=trade.id,
+            symbol=trade.symbol,
             reason=closed.reason,
             price=closed.close_price,
             result=result,
@@ -652,8 +683,10 @@ class SessionManager(MultiService):
         signal_interval: float,
         monitor_interval: float,
         encode=messages.encode,
+        metrics=None,
     ):
         super().__init__()
+        self._metrics = metrics
         self._store = store
         self._backends = backends
         self._strategy = strategy
@@ -696,6 +729,7 @@ class SessionManager(MultiService):
                 self._monitor_interval,
                 self.encode,
                 on_idle=lambda: self.release(account.id),
+                metrics=self._metrics,
             )
             self._sessions[account.id] = session
             if connection is not None:

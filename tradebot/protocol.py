@@ -126,7 +126,7 @@ class PremiumProtocol(WebSocketServerProtocol):
         self._rate = RateLimit(self.factory.clock, self.factory.message_rate, self.factory.message_burst)
         self._release_http_channel()
         self.factory.connections.add(self)
-        self.sendMessage(messages.encode(messages.welcome(self._account.symbols)))
+        self._send_now(messages.welcome(self._account.symbols))
         d = self.factory.sessions.session_for(self._account, self)
         d.addCallbacks(self._joined, self._join_failed)
 
@@ -169,7 +169,7 @@ class PremiumProtocol(WebSocketServerProtocol):
             return
         command, error = parse_command(payload)
         if error is not None:
-            self.sendMessage(messages.encode(messages.invalid_message(error)))
+            self._send_now(messages.invalid_message(error))
             return
         getattr(self, "handle_" + command)()
 
@@ -184,6 +184,11 @@ class PremiumProtocol(WebSocketServerProtocol):
         self._wants_stream = False
         if self._session is not None:
             self._session.stop_streaming(self)
+
+    def _send_now(self, message: dict) -> None:
+        # Prepared, not sendMessage: Autobahn applies the limit it keeps on
+        # client messages (max-message-size) to sendMessage's payload too.
+        self.sendPreparedMessage(self.factory.prepareMessage(messages.encode(message)))
 
     def send_frame(self, frame):
         """Write a message the session encoded once for all its connections;

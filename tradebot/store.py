@@ -88,12 +88,13 @@ def _retryable(engine, error: Exception) -> bool:
     )
 
 
-def run_in_transaction(engine, fn, *args, **kwargs):
+def run_in_transaction(engine, fn, *args, _on_retry=None, **kwargs):
     """Run ``fn(conn, *args, **kwargs)`` in one transaction and return its
     result. A transaction that fails before its commit because SQLite's file
     is locked, or because the database server's connection was lost, runs
     again with back-off for up to `RECONNECT_WINDOW` seconds; a connection
-    lost during the commit raises `CommitOutcomeUnknown`."""
+    lost during the commit raises `CommitOutcomeUnknown`. `_on_retry` (if
+    given) is called before each retry."""
     deadline = time.monotonic() + RECONNECT_WINDOW
     delay = 0.05
     warned = False
@@ -115,6 +116,8 @@ def run_in_transaction(engine, fn, *args, **kwargs):
             if not warned and engine.dialect.name != "sqlite":
                 _log.warn("database unreachable ({error}); retrying", error=_first_line(e))
                 warned = True
+            if _on_retry is not None:
+                _on_retry()
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -665,10 +668,11 @@ class Store(_Operations):
     pool (one thread for SQLite, a few for a server database) and returns a
     Deferred firing with its value. `start` before use, `stop` at shutdown."""
 
-    def __init__(self, url: str = DEFAULT_DB_URL, reactor=None, max_threads: Optional[int] = None):
+    def __init__(self, url: str = DEFAULT_DB_URL, reactor=None, max_threads: Optional[int] = None, metrics=None):
         if reactor is None:
             from twisted.internet import reactor
         self.url = url
+        self.metrics = metrics
         self._reactor = reactor
         self.engine = make_engine(url)
         if max_threads is None:
@@ -682,12 +686,41 @@ class Store(_Operations):
         return self.prepare()
 
     def run(self, fn, *args, **kwargs):
-        return deferToThreadPool(
-            self._reactor, self._pool, run_in_transaction, self.engine, fn, *args, **kwargs
+        if self.metrics is None:
+            return deferToThreadPool(
+                self._reactor, self._pool, run_in_transaction, self.engine, fn, *args, **kwargs
+            )
+        errors = self.metrics.database_errors
+        d = deferToThreadPool(
+            self._reactor,
+            self._pool,
+            run_in_transaction,
+            self.engine,
+            fn,
+            *args,
+            _on_retry=errors.labels(kind="retried").inc,
+            **kwargs,
         )
+
+        def _failed(failure):
+            if not failure.check(StoreError):  # a refusal is an answer, not an error
+                errors.labels(kind="failed").inc()
+            return failure
+
+        return d.addErrback(_failed)
 
     def run_blocking(self, fn, *args):
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def ping(self):
+        """Deferred: fires once the database has answered ``SELECT 1`` (one
+        try, no retry: for health checks)."""
+
+        def _ping(engine):
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        return deferToThreadPool(self._reactor, self._pool, _ping, self.engine)
 
     def stop(self):
         """Let queued work finish, release the database, stop the pool."""

@@ -16,13 +16,14 @@ from twisted.python import usage
 
 from tradebot.broker import backend_from_url, check_url
 from tradebot.loops import SessionManager
+from tradebot.metrics import Metrics
 from tradebot.migrations import SchemaError
 from tradebot.backends import Backends
 from tradebot.plan import PlanError, load_plan
 from tradebot.protocol import PremiumFactory
 from tradebot.store import DEFAULT_DB_URL, Store
 from tradebot.strategies import DEFAULT_STRATEGY, strategy_from_name
-from tradebot.web import make_site
+from tradebot.web import HealthResource, make_admin_site, make_site
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,14 +32,26 @@ else:  # pragma: no cover
 
 DEFAULTS = {
     "port": "tcp:8000",
+    "admin-port": None,
     "db": DEFAULT_DB_URL,
     "broker": "paper",
     "strategy": DEFAULT_STRATEGY,
     "signal-interval": 60.0,
     "monitor-interval": 1.0,
+    "log-format": "text",
+    "max-message-size": 4096,
+    "message-rate": 10.0,
+    "message-burst": 20,
+    "ping-interval": 30.0,
+    "ping-timeout": 20.0,
+    "handshake-timeout": 10.0,
 }
 ENVIRONMENT = {"db": "TRADEBOT_DB", "broker": "TRADEBOT_BROKER"}
-_INTERVALS = ("signal-interval", "monitor-interval")
+_INTERVALS = (
+    "signal-interval", "monitor-interval", "message-rate", "ping-interval", "ping-timeout", "handshake-timeout",
+)
+_COUNTS = ("max-message-size", "message-burst")
+LOG_FORMATS = ("text", "json")
 
 
 class Options(usage.Options):
@@ -54,6 +67,14 @@ class Options(usage.Options):
         ["strategy", None, None, f"Signal strategy, e.g. ma_cross or rsi_reversal [default: {DEFAULTS['strategy']}]."],
         ["signal-interval", None, None, "Seconds between signal checks [default: 60]."],
         ["monitor-interval", None, None, "Seconds between open-trade reports [default: 1]."],
+        ["admin-port", None, None, "Endpoint for /health and /metrics alone [default: served on --port]."],
+        ["log-format", None, None, "Log lines as 'text' or 'json' (one object per line) [default: text]."],
+        ["max-message-size", None, None, "Largest client frame or message, bytes [default: 4096]."],
+        ["message-rate", None, None, "Client messages a second, on average [default: 10]."],
+        ["message-burst", None, None, "Client messages in a burst [default: 20]."],
+        ["ping-interval", None, None, "Seconds between websocket pings [default: 30]."],
+        ["ping-timeout", None, None, "Seconds a ping may wait for its pong [default: 20]."],
+        ["handshake-timeout", None, None, "Seconds the websocket handshake may take [default: 10]."],
     ]
 
     def postOptions(self):
@@ -71,6 +92,13 @@ class Options(usage.Options):
             self[name] = value
         for name in _INTERVALS:
             self[name] = _positive_seconds(name, self[name])
+        for name in _COUNTS:
+            self[name] = _positive_count(name, self[name])
+        if self["log-format"] not in LOG_FORMATS:
+            raise usage.UsageError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self['log-format']!r}")
+        if self["log-format"] == "json" and self.parent is not None:
+            # twistd's own --logger option, which twistd then imports
+            self.parent["logger"] = "tradebot.logs.json_observer"
         try:
             strategy_from_name(str(self["strategy"]))
         except ValueError as e:
@@ -89,6 +117,16 @@ def _read_config(path: str) -> dict:
         raise usage.UsageError(f"cannot read config file {path}: {e.strerror}")
     except tomllib.TOMLDecodeError as e:
         raise usage.UsageError(f"config file {path} is not valid TOML: {e}")
+
+
+def _positive_count(name: str, value) -> int:
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{name} must be a whole number, not {value!r}")
+    if count < 1 or count != float(value):
+        raise usage.UsageError(f"--{name} must be a whole number from 1, not {value!r}")
+    return count
 
 
 def _positive_seconds(name: str, value) -> float:
@@ -124,12 +162,27 @@ class TradebotService(MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.store = Store(config["db"], reactor)
+        self.metrics = Metrics()
+        self.store = Store(config["db"], reactor, metrics=self.metrics)
         self.backend = backend_from_url(config["broker"], store=self.store, reactor=reactor)
         self.backends = Backends(
-            self.backend, reactor, store=self.store, market_max_age=min(1.0, config["monitor-interval"])
+            self.backend,
+            reactor,
+            store=self.store,
+            market_max_age=min(1.0, config["monitor-interval"]),
+            metrics=self.metrics,
         )
-        self.factory = PremiumFactory(self.store, None, reactor)
+        self.factory = PremiumFactory(
+            self.store,
+            None,
+            reactor,
+            max_message_size=config["max-message-size"],
+            message_rate=config["message-rate"],
+            message_burst=config["message-burst"],
+            auto_ping_interval=config["ping-interval"],
+            auto_ping_timeout=config["ping-timeout"],
+            open_handshake_timeout=config["handshake-timeout"],
+        )
         self.sessions = SessionManager(
             self.store,
             self.backends,
@@ -139,10 +192,21 @@ class TradebotService(MultiService):
             config["signal-interval"],
             config["monitor-interval"],
             encode=self.factory.prepare,
+            metrics=self.metrics,
         )
         self.factory.sessions = self.sessions
+        self.metrics.watch(lambda: len(self.factory.connections), self.sessions)
+        self.metrics.watch_brokers(self.backends)
+        health = HealthResource(self.store, self.backends, reactor)
         self.endpoint = endpoints.serverFromString(reactor, config["port"])
-        self.site = make_site(self.factory)
+        if config.get("admin-port"):
+            self.site = make_site(self.factory)
+            self.admin_endpoint = endpoints.serverFromString(reactor, config["admin-port"])
+            self.admin_site = make_admin_site(health, self.metrics)
+        else:
+            self.site = make_site(self.factory, health=health, metrics=self.metrics)
+            self.admin_endpoint = self.admin_site = None
+        self.admin_port = None
         self.port = None
         self.started = defer.Deferred()
 
@@ -158,12 +222,16 @@ class TradebotService(MultiService):
         await self.backends.start(await self.store.account_broker_urls())
         self.sessions.setServiceParent(self)
         await self.sessions.ready
+        self.metrics.start_lag_probe(self.reactor)
+        if self.admin_endpoint is not None:
+            self.admin_port = await self.admin_endpoint.listen(self.admin_site)
         self.port = port = await self.endpoint.listen(self.site)
         speed = getattr(self.backend, "speed", 1)
         self._log.info(
-            "tradebot listening on {port}: broker {broker}, strategy {strategy}, "
+            "tradebot listening on {port} ({address}): broker {broker}, strategy {strategy}, "
             "signals every {signal}s, reports every {monitor}s",
             port=self.config["port"],
+            address=_address(port),
             broker=self.backend.url,
             strategy=self.config["strategy"],
             signal=self.config["signal-interval"],
@@ -181,6 +249,8 @@ class TradebotService(MultiService):
         else:
             self._log.failure("tradebot could not start", failure)
         if self.reactor.running:
+            # twistd exits 0 whatever happened; a service manager must see a failure
+            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
             self.reactor.stop()
         return failure
 
@@ -191,11 +261,27 @@ class TradebotService(MultiService):
         if self.port is not None:
             yield self.port.stopListening()
             self.port = None
+        if self.admin_port is not None:
+            yield self.admin_port.stopListening()
+            self.admin_port = None
+        self.metrics.stop()
         yield self.factory.close_all()
         if self.sessions.parent is self:
             yield self.sessions.disownServiceParent()
         yield self.backends.stop()
         yield self.store.stop()
+
+
+def _exit_failed() -> None:
+    """End the process with status 1, once the reactor has shut down."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _address(port) -> str:
+    host = port.getHost()
+    return f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}"
 
 
 def makeService(config, reactor=None):

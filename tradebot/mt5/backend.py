@@ -29,6 +29,7 @@ account trading through it gets an `MT5Broker`, told apart by its magic number
 
 import os
 import sys
+import time
 import zlib
 from decimal import Decimal
 from typing import Callable, Dict, List, Optional, Tuple
@@ -177,6 +178,8 @@ class MT5Backend(BrokerBackend):
 
     #: What terminal this is, however its URL is written.
     identity = ""
+    #: The server's `tradebot.metrics.Metrics`, when it keeps them.
+    metrics = None
 
     def __init__(
         self,
@@ -396,11 +399,15 @@ class MT5Backend(BrokerBackend):
         """The value of one API call. Raises `TerminalError` when it failed
         with a reason, `BrokerUnavailable` when the terminal is out of reach
         (and starts reconnecting)."""
+        started = time.monotonic()
         try:
             answer = await self.link.call(name, *args, **kwargs)
         except LinkFailed as e:
             self._lost(str(e))
             raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.broker_calls.labels(broker=self.url, call=name).observe(time.monotonic() - started)
         if "raised" in answer:
             raise TerminalError(name, None, answer["raised"])
         error = answer.get("error")
