@@ -92,3 +92,19 @@ def test_twistd_lists_the_plugin_and_its_options(tmp_path):
     assert options.returncode == 0, options.stderr
     for name in ("--port", "--db", "--broker", "--strategy", "--signal-interval", "--monitor-interval", "--config"):
         assert name in options.stdout
+
+
+def test_the_example_config_holds_every_option_with_its_default(tmp_path):
+    import tomllib
+    from pathlib import Path
+
+    from tradebot.tap import DEFAULTS
+
+    example = Path(__file__).parent.parent / "contrib" / "tradebot.toml"
+    with open(example, "rb") as f:
+        written = tomllib.load(f)
+    commented = {line.lstrip("# ").split(" ", 1)[0] for line in example.read_text().splitlines() if " = " in line}
+    assert set(DEFAULTS) <= set(written) | commented  # every option is there, set or shown
+    options = parse("--config", str(example))
+    for name, value in written.items():
+        assert options[name] == DEFAULTS[name] or float(options[name]) == float(DEFAULTS[name]), name
