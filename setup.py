@@ -14,11 +14,12 @@ setup(
         "tradebot",
         "tradebot.migrations",
         "tradebot.migrations.versions",
+        "tradebot.dashboard",
         "tradebot.mt5",
         "tradebot.plans",
         "twisted.plugins",
     ],
-    package_data={"tradebot.plans": ["*.toml"]},
+    package_data={"tradebot.plans": ["*.toml"], "tradebot.dashboard": ["*.html", "*.js", "*.css"]},
     include_package_data=True,
     install_requires=[
         "twisted[tls] >= 23.10",

@@ -123,6 +123,7 @@ def test_signal_placement_reports_and_take_profit(inline_store):
             "lot_size": 0.2,
             "curent_price": expected_price,
             "trade_id": 1,
+            "profit": round((expected_price - 2330.2) * 100 * 0.2, 2),  # floating, in account money
         }
 
     rig.broker.set_bid("XAUUSD", "2341.00")  # through the TP: filled at 2340.20

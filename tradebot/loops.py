@@ -545,6 +545,7 @@ class AccountSession(Service):
                 trade.open_price,
                 trade.lot_size,
                 position.current_price,
+                position.profit,
             )
             self._latest_report[trade.id] = report
             self._publish(report)

@@ -43,8 +43,10 @@ def active_trade(
     open_price: Decimal,
     lot_size: Decimal,
     current_price: Decimal,
+    profit: Decimal,
 ) -> dict:
-    """Message 2: an open trade and its current price, every monitor interval."""
+    """Message 2: an open trade and its current price, every monitor interval.
+    ``profit`` (an added key) is its floating profit in account money."""
     return {
         "status": True,
         "message": ACTIVE_TRADE,
@@ -57,6 +59,7 @@ def active_trade(
             "lot_size": _number(lot_size),
             "curent_price": _number(current_price),
             "trade_id": trade_id,
+            "profit": _number(profit),
         },
     }
 

@@ -200,11 +200,11 @@ class TradebotService(MultiService):
         health = HealthResource(self.store, self.backends, reactor)
         self.endpoint = endpoints.serverFromString(reactor, config["port"])
         if config.get("admin-port"):
-            self.site = make_site(self.factory)
+            self.site = make_site(self.factory, store=self.store)
             self.admin_endpoint = endpoints.serverFromString(reactor, config["admin-port"])
             self.admin_site = make_admin_site(health, self.metrics)
         else:
-            self.site = make_site(self.factory, health=health, metrics=self.metrics)
+            self.site = make_site(self.factory, health=health, metrics=self.metrics, store=self.store)
             self.admin_endpoint = self.admin_site = None
         self.admin_port = None
         self.port = None

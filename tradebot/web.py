@@ -6,6 +6,7 @@ without query strings, so a token never reaches a log.
 """
 
 import json
+from importlib import resources
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet import defer
@@ -15,6 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tradebot.metrics import CONTENT_TYPE_LATEST
+from tradebot.tokens import hash_token
 
 #: Seconds /health waits for the database before calling it unreachable.
 HEALTH_TIMEOUT = 5.0
@@ -132,11 +134,165 @@ class MetricsResource(Resource):
         return self.metrics.render()
 
 
-def make_site(websocket_factory, health=None, metrics=None) -> Site:
+#: The dashboard's files: served name -> (package file, content type).
+_DASHBOARD_FILES = {
+    b"app.js": ("app.js", b"text/javascript; charset=utf-8"),
+    b"app.css": ("app.css", b"text/css; charset=utf-8"),
+}
+_PAGE_HEADERS = {
+    b"content-security-policy": b"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+    b"cache-control": b"no-cache",
+}
+
+
+def _dashboard_file(name: str) -> bytes:
+    return resources.files("tradebot.dashboard").joinpath(name).read_bytes()
+
+
+class _StaticFile(Resource):
+    """One file of the dashboard, read once, with its content type."""
+
+    isLeaf = True
+
+    def __init__(self, body: bytes, content_type: bytes):
+        super().__init__()
+        self.body = body
+        self.content_type = content_type
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", self.content_type)
+        for name, value in _PAGE_HEADERS.items():
+            request.setHeader(name, value)
+        return self.body
+
+
+class _Root(_Branch):
+    """``/``: the dashboard page; its unknown children are 404."""
+
+    def __init__(self):
+        super().__init__()
+        self.page = _StaticFile(_dashboard_file("index.html"), b"text/html; charset=utf-8")
+
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            return pages.notFound().render(request)
+        return self.page.render_GET(request)
+
+
+class TradesResource(Resource):
+    """``GET /api/trades``: the account of the bearer token (``Authorization:
+    Bearer TOKEN``, never in the URL), its last trades, oldest first, and its
+    equity curve (the balance after each closed trade, from the balance before
+    the first). 401 without a live token."""
+
+    isLeaf = True
+    _log = Logger()
+    LIMIT = 500
+
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
+    def render_GET(self, request):
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"content-type", b"application/json")
+        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return self._unauthorized(request)
+        d = defer.ensureDeferred(self._report(token.strip()))
+
+        def _answer(report):
+            if request.finished or request._disconnected:
+                return
+            if report is None:
+                request.write(self._unauthorized(request))
+            else:
+                request.write(json.dumps(report).encode())
+            request.finish()
+
+        def _failed(failure):
+            self._log.failure("the trades of an account could not be read", failure)
+            if not request.finished and not request._disconnected:
+                request.setResponseCode(503)
+                request.write(b'{"error": "unavailable"}')
+                request.finish()
+
+        d.addCallbacks(_answer, _failed)
+        return NOT_DONE_YET
+
+    @staticmethod
+    def _unauthorized(request) -> bytes:
+        request.setResponseCode(401)
+        request.setHeader(b"www-authenticate", b'Bearer realm="tradebot"')
+        return b'{"error": "a valid account token is needed: Authorization: Bearer TOKEN"}'
+
+    async def _report(self, token: str):
+        account = await self.store.account_by_token_hash(hash_token(token))
+        if account is None:
+            return None
+        rows = [t for _, t in await self.store.trades(account_name=account.name)][-self.LIMIT:]
+        trades = [_trade_json(t) for t in rows]
+        closed = [t for t in rows if t.status == "closed" and t.balance_after is not None]
+        equity = []
+        if closed:
+            first = closed[0]
+            equity.append({"time": first.opened_at, "balance": float(first.balance_after - first.profit)})
+            equity += [{"time": t.closed_at, "balance": float(t.balance_after)} for t in closed]
+        return {
+            "account": {
+                "name": account.name,
+                "symbols": list(account.symbols),
+                "phase": account.phase,
+                "step": account.step,
+                "balance": float(account.balance),
+            },
+            "trades": trades,
+            "equity": equity,
+        }
+
+
+def _trade_json(trade) -> dict:
+    number = lambda v: None if v is None else float(v)  # noqa: E731
+    return {
+        "id": trade.id,
+        "symbol": trade.symbol,
+        "side": trade.side,
+        "status": trade.status,
+        "lot_size": number(trade.lot_size),
+        "open_price": number(trade.open_price),
+        "close_price": number(trade.close_price),
+        "stop_loss": number(trade.stop_loss),
+        "take_profit": number(trade.take_profit),
+        "profit": number(trade.profit),
+        "result": trade.result,
+        "close_reason": trade.close_reason,
+        "balance_after": number(trade.balance_after),
+        "phase_after": trade.phase_after,
+        "step_after": trade.step_after,
+        "opened_at": trade.opened_at,
+        "closed_at": trade.closed_at,
+        "error": trade.error,
+    }
+
+
+def make_site(websocket_factory, health=None, metrics=None, store=None) -> Site:
     """The server's Site: the premium websocket, with or without its trailing
-    slash, `health` at /health and `metrics` at /metrics when given, and 404
-    elsewhere."""
-    root = _Branch()
+    slash, `health` at /health and `metrics` at /metrics when given, the
+    dashboard at / with its files under /static/ and, given the `store`, its
+    API at /api/trades; 404 elsewhere."""
+    root = _Root()
+    static = _Branch()
+    root.putChild(b"static", static)
+    for served, (name, content_type) in _DASHBOARD_FILES.items():
+        static.putChild(served, _StaticFile(_dashboard_file(name), content_type))
+    if store is not None:
+        api = _Branch()
+        root.putChild(b"api", api)
+        api.putChild(b"trades", TradesResource(store))
     ws = _Branch()
     check = _Branch()
     root.putChild(b"ws", ws)
