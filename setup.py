@@ -36,7 +36,7 @@ setup(
         "mt5": ['MetaTrader5 >= 5.0.45; sys_platform == "win32"', 'pywin32; sys_platform == "win32"'],
         # the rpyc of the mt5linux server next to the terminal: 5.x for mt5linux 0.x, 6.x for 1.x
         "mt5linux": ["rpyc >= 5.2"],
-        "test": ["pytest >= 7", "pytest-twisted >= 1.14", "rpyc >= 6.0", "psycopg[binary] >= 3.1"],
+        "test": ["pytest >= 7", "pytest-twisted >= 1.14", "rpyc >= 6.0", "psycopg[binary] >= 3.1", "playwright >= 1.40"],
         "postgres": ["psycopg[binary] >= 3.1"],
     },
     entry_points={"console_scripts": ["tradebot = tradebot.cli:main"]},

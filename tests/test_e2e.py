@@ -124,7 +124,7 @@ async def test_bad_tokens_get_403_and_other_paths_404(db_url, capsys):
             assert response.code == 403, query
             body = await response.text()
             assert "wrong" not in body
-        for path in ("/ws/check/premium/extra?", "/ws/check/other/?", "/?", "/ws?", "/ws/check?"):
+        for path in ("/ws/check/premium/extra?", "/ws/check/other/?", "/ws?", "/ws/check?", "/static/x?", "/api?"):
             response = await treq.get(http.replace("/ws/check/premium/", path) + token, headers=headers)
             assert response.code == 404, path
             await response.text()
@@ -137,6 +137,10 @@ async def test_bad_tokens_get_403_and_other_paths_404(db_url, capsys):
         response = await treq.get(http + "below?" + token)
         assert response.code == 404
         await response.text()
+        # the root is the dashboard page, not the websocket
+        response = await treq.get(http.replace("/ws/check/premium/", "/"))
+        assert response.code == 200 and response.headers.getRawHeaders("content-type")[0].startswith("text/html")
+        assert "app.js" in await response.text()
         # the accepted forms: raw query, token=, with and without the slash
         for good in (url + "?" + token, url + "?token=" + token, url.rstrip("/") + "?" + token):
             client = await connect(good)

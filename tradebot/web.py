@@ -169,19 +169,6 @@ class _StaticFile(Resource):
         return self.body
 
 
-class _Root(_Branch):
-    """``/``: the dashboard page; its unknown children are 404."""
-
-    def __init__(self):
-        super().__init__()
-        self.page = _StaticFile(_dashboard_file("index.html"), b"text/html; charset=utf-8")
-
-    def render(self, request):
-        if request.method not in (b"GET", b"HEAD"):
-            return pages.notFound().render(request)
-        return self.page.render_GET(request)
-
-
 class TradesResource(Resource):
     """``GET /api/trades``: the account of the bearer token (``Authorization:
     Bearer TOKEN``, never in the URL), its last trades, oldest first, and its
@@ -284,7 +271,8 @@ def make_site(websocket_factory, health=None, metrics=None, store=None) -> Site:
     slash, `health` at /health and `metrics` at /metrics when given, the
     dashboard at / with its files under /static/ and, given the `store`, its
     API at /api/trades; 404 elsewhere."""
-    root = _Root()
+    root = _Branch()
+    root.putChild(b"", _StaticFile(_dashboard_file("index.html"), b"text/html; charset=utf-8"))
     static = _Branch()
     root.putChild(b"static", static)
     for served, (name, content_type) in _DASHBOARD_FILES.items():
