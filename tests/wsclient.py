@@ -59,9 +59,10 @@ class Client(WebSocketClientProtocol):
         return d
 
 
-def connect(url):
-    """Deferred[Client]: an open connection to `url`."""
-    factory = WebSocketClientFactory(url)
+def connect(url, headers=None, origin=None):
+    """Deferred[Client]: an open connection to `url`, sending `headers` (a
+    dict) and `origin` in the handshake if given."""
+    factory = WebSocketClientFactory(url, headers=headers, origin=origin)
     factory.protocol = Client
     factory.opened = defer.Deferred()
     connectWS(factory)

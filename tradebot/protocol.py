@@ -22,10 +22,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from tradebot import messages
+from tradebot.limits import Gatekeeper, Limits, Refused
 from tradebot.tokens import hash_token
 
 PREMIUM_PATHS = ("/ws/check/premium", "/ws/check/premium/")
@@ -74,6 +75,9 @@ class PremiumProtocol(WebSocketServerProtocol):
     def __init__(self):
         super().__init__()
         self._account = None
+        self._token_hash = None
+        self._ip = None
+        self._counted = False
         self._session = None
         self._wants_stream = False
         self._rate = None
@@ -104,15 +108,33 @@ class PremiumProtocol(WebSocketServerProtocol):
         return d
 
     async def _authenticate(self, request):
+        gate = self.factory.gatekeeper
+        self._ip = gate.client_ip(self.transport.getPeer().host, request.headers.get("x-forwarded-for"))
+        try:
+            gate.before_token(self._ip)
+        except Refused as e:
+            raise ConnectionDeny(e.status, e.reason)
         if request.path not in PREMIUM_PATHS:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "Not Found")
+        origin = (request.headers.get("origin") or "").rstrip("/").lower()
+        if self.factory.allowed_origins and origin and origin not in self.factory.allowed_origins:
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Origin not allowed")
         token = token_from_uri(self.http_request_uri)
-        if not token:
-            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Forbidden")
-        account = await self.factory.store.account_by_token_hash(hash_token(token))
+        account = None
+        if token:
+            token_hash = hash_token(token)
+            account = await self.factory.store.account_by_token_hash(token_hash)
         if account is None:
+            delay = gate.failed(self._ip)
+            if delay:
+                await task.deferLater(self.factory.clock, delay, lambda: None)
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Forbidden")
+        try:
+            gate.check_account(account.id, self._ip)
+        except Refused as e:
+            raise ConnectionDeny(e.status, e.reason)
         self._account = account
+        self._token_hash = token_hash
         return None
 
     def _deny_logged(self, failure):
@@ -126,6 +148,8 @@ class PremiumProtocol(WebSocketServerProtocol):
         self._rate = RateLimit(self.factory.clock, self.factory.message_rate, self.factory.message_burst)
         self._release_http_channel()
         self.factory.connections.add(self)
+        self.factory.gatekeeper.opened(self._ip, self._account.id)
+        self._counted = True
         self._send_now(messages.welcome(self._account.symbols))
         d = self.factory.sessions.session_for(self._account, self)
         d.addCallbacks(self._joined, self._join_failed)
@@ -199,6 +223,9 @@ class PremiumProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean, code, reason):
         """Leave the session."""
         self.factory.connections.discard(self)
+        if self._counted:
+            self.factory.gatekeeper.closed(self._ip, self._account.id)
+            self._counted = False
         for waiter in self._close_waiters:
             waiter.callback(None)
         self._close_waiters = []
@@ -229,6 +256,7 @@ class PremiumFactory(WebSocketServerFactory):
     are unlimited) and frames each session message once."""
 
     protocol = PremiumProtocol
+    _log = Logger()
 
     def __init__(
         self,
@@ -241,12 +269,20 @@ class PremiumFactory(WebSocketServerFactory):
         auto_ping_interval: float = 30.0,
         auto_ping_timeout: float = 20.0,
         open_handshake_timeout: float = 10.0,
+        limits: Limits = Limits(),
+        allowed_origins=(),
+        token_check_interval: float = 2.0,
     ):
         super().__init__(server=None)
         self.store = store
         self.sessions = sessions
         self.clock = clock
         self.connections = set()
+        self.gatekeeper = Gatekeeper(limits, clock)
+        # browsers send Origin: only these may connect, if any are listed (the apps send none)
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
+        self.token_check_interval = token_check_interval
+        self._token_check = None
         self.message_rate = message_rate
         self.message_burst = message_burst
         self.setProtocolOptions(
@@ -263,6 +299,36 @@ class PremiumFactory(WebSocketServerFactory):
             # no Autobahn status page (nor its ?redirect=) on a plain GET: 426
             webStatus=False,
         )
+
+    def start_token_checks(self):
+        """Every `token_check_interval` seconds, close (1008) the connections
+        whose account's token was revoked or rotated since they connected."""
+        self._token_check = task.LoopingCall(self._check_tokens)
+        self._token_check.clock = self.clock
+        self._token_check.start(self.token_check_interval, now=False).addErrback(
+            lambda f: self._log.failure("token checks stopped", f)
+        )
+
+    def stop_token_checks(self):
+        """Stop the token checks."""
+        if self._token_check is not None and self._token_check.running:
+            self._token_check.stop()
+
+    @defer.inlineCallbacks
+    def _check_tokens(self):
+        connections = [c for c in self.connections if c._account is not None]
+        if not connections:
+            return
+        try:
+            current = yield self.store.token_hashes({c._account.id for c in connections})
+        except Exception:
+            self._log.failure("checking the tokens of open connections failed")
+            return
+        for connection in connections:
+            account = connection._account
+            if account is not None and current.get(account.id) != connection._token_hash:
+                self._log.info("closing a connection of {account}: its token was revoked or rotated", account=account.name)
+                connection.close_with(CLOSE_POLICY_VIOLATION, "token revoked")
 
     def close_all(self, timeout: float = 3.0):
         """Deferred: every open connection closed with 1001, those that do not

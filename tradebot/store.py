@@ -243,6 +243,13 @@ def thd_update_account(conn, name: str, changes: dict) -> Account:
     return thd_account_by_name(conn, name)
 
 
+def thd_token_hashes(conn, account_ids) -> dict:
+    """The live token hash of each account in `account_ids` (None once
+    revoked; absent for an account that no longer exists)."""
+    rows = conn.execute(sa.select(accounts.c.id, accounts.c.token_hash).where(accounts.c.id.in_(list(account_ids))))
+    return {row.id: row.token_hash for row in rows}
+
+
 def thd_account_broker_urls(conn) -> List[str]:
     """The broker URLs accounts name for themselves, each once."""
     query = sa.select(accounts.c.broker).where(accounts.c.broker.is_not(None)).distinct()
@@ -575,6 +582,9 @@ class _Operations:
 
     def update_account(self, name, changes):
         return self.run(thd_update_account, name, changes)
+
+    def token_hashes(self, account_ids):
+        return self.run(thd_token_hashes, tuple(account_ids))
 
     def account_broker_urls(self):
         return self.run(thd_account_broker_urls)

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from tradebot.broker import backend_from_url, check_url
+from tradebot.limits import Limits, parse_addresses
 from tradebot.loops import SessionManager
 from tradebot.metrics import Metrics
 from tradebot.migrations import SchemaError
@@ -45,12 +46,21 @@ DEFAULTS = {
     "ping-interval": 30.0,
     "ping-timeout": 20.0,
     "handshake-timeout": 10.0,
+    "max-connections": 10000,
+    "max-connections-per-account": 20,
+    "max-connections-per-ip": 100,
+    "max-handshakes-per-ip": 300,
+    "allowed-origins": "",
+    "trusted-proxies": "",
 }
 ENVIRONMENT = {"db": "TRADEBOT_DB", "broker": "TRADEBOT_BROKER"}
 _INTERVALS = (
     "signal-interval", "monitor-interval", "message-rate", "ping-interval", "ping-timeout", "handshake-timeout",
 )
-_COUNTS = ("max-message-size", "message-burst")
+_COUNTS = (
+    "max-message-size", "message-burst", "max-connections", "max-connections-per-account",
+    "max-connections-per-ip", "max-handshakes-per-ip",
+)
 LOG_FORMATS = ("text", "json")
 
 
@@ -75,6 +85,12 @@ class Options(usage.Options):
         ["ping-interval", None, None, "Seconds between websocket pings [default: 30]."],
         ["ping-timeout", None, None, "Seconds a ping may wait for its pong [default: 20]."],
         ["handshake-timeout", None, None, "Seconds the websocket handshake may take [default: 10]."],
+        ["max-connections", None, None, "Open websockets in all; past it, HTTP 503 [default: 10000]."],
+        ["max-connections-per-account", None, None, "Open websockets of one account; past it, 429 [default: 20]."],
+        ["max-connections-per-ip", None, None, "Open websockets from one address; past it, 429 [default: 100]."],
+        ["max-handshakes-per-ip", None, None, "Handshakes a minute from one address; past it, 429 [default: 300]."],
+        ["allowed-origins", None, None, "Comma-separated Origins a browser may connect from [default: any]."],
+        ["trusted-proxies", None, None, "Comma-separated proxy addresses whose X-Forwarded-For is believed [default: none]."],
     ]
 
     def postOptions(self):
@@ -182,6 +198,14 @@ class TradebotService(MultiService):
             auto_ping_interval=config["ping-interval"],
             auto_ping_timeout=config["ping-timeout"],
             open_handshake_timeout=config["handshake-timeout"],
+            limits=Limits(
+                max_connections=config["max-connections"],
+                per_account=config["max-connections-per-account"],
+                per_ip=config["max-connections-per-ip"],
+                handshakes_per_ip_per_minute=config["max-handshakes-per-ip"],
+                trusted_proxies=parse_addresses(config["trusted-proxies"]),
+            ),
+            allowed_origins=parse_addresses(config["allowed-origins"]),
         )
         self.sessions = SessionManager(
             self.store,
@@ -223,6 +247,7 @@ class TradebotService(MultiService):
         self.sessions.setServiceParent(self)
         await self.sessions.ready
         self.metrics.start_lag_probe(self.reactor)
+        self.factory.start_token_checks()
         if self.admin_endpoint is not None:
             self.admin_port = await self.admin_endpoint.listen(self.admin_site)
         self.port = port = await self.endpoint.listen(self.site)
@@ -265,6 +290,7 @@ class TradebotService(MultiService):
             yield self.admin_port.stopListening()
             self.admin_port = None
         self.metrics.stop()
+        self.factory.stop_token_checks()
         yield self.factory.close_all()
         if self.sessions.parent is self:
             yield self.sessions.disownServiceParent()
