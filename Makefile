@@ -36,6 +36,7 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python bench/idle_memory.py
 	$(BIN)/python bench/fanout_cpu.py
 	$(BIN)/python bench/mt5_worker.py
+	$(BIN)/python bench/slow_clients.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -57,7 +57,11 @@ class Server:
             os.path.join(os.path.dirname(sys.executable), "twistd"), "--nodaemon", "--pidfile=", "--logfile", f"{self.dir}/server.log",
             "tradebot", "--port", f"tcp:{self.port}:interface=127.0.0.1", "--db", self.db_url,
             "--broker", broker, "--signal-interval", str(signal_interval),
-            "--monitor-interval", str(monitor_interval), *extra,
+            "--monitor-interval", str(monitor_interval),
+            # every bench client comes from 127.0.0.1, many to one account
+            "--max-connections-per-ip", "1000000", "--max-handshakes-per-ip", "1000000",
+            "--max-connections-per-account", "1000000",
+            *extra,
         ]
         self.process = None
 

@@ -32,7 +32,7 @@ class Recorder:
     def __init__(self):
         self.received = []
 
-    def send_frame(self, frame):
+    def send_frame(self, frame, supersedes=None):
         self.received.append(json.loads(frame))
 
     def take(self):

@@ -63,9 +63,24 @@ class Subscriber:
     """What a session needs of a connection (the websocket protocol in
     production, a recorder in tests)."""
 
-    def send_frame(self, frame) -> None:
-        """Write one encoded message."""
+    def send_frame(self, frame, supersedes=None) -> None:
+        """Write one encoded message. `supersedes` (a key, or None) marks a
+        message that a later one with the same key makes stale: a connection
+        that is behind may drop the older one."""
         raise NotImplementedError
+
+
+def supersede_key(message: dict):
+    """The key under which a newer message makes `message` stale, or None for
+    a message that must always arrive: a trade's report (message 2) is
+    superseded by its next report, a symbol's "checking" by its next one."""
+    text = message.get("message")
+    data = message.get("data") or {}
+    if text == messages.ACTIVE_TRADE:
+        return ("active", data.get("trade_id"))
+    if text == messages.CHECKING:
+        return ("checking", data.get("symbol"))
+    return None
 
 
 @defer.inlineCallbacks
@@ -270,7 +285,7 @@ class AccountSession(Service):
         self._attached.add(connection)
         self._streaming[connection] = set()
         for report in list(self._latest_report.values()):
-            self._send(connection, self._encode(report))
+            self._send(connection, self._encode(report), supersede_key(report))
         if not self._broker.available and self._broker.settled:
             reason = getattr(self._broker, "unavailable_reason", "")
             self._send(connection, self._encode(messages.broker_unavailable(reason)))
@@ -321,15 +336,16 @@ class AccountSession(Service):
         if not self._streaming:
             return 0
         frame = self._encode(message)
+        key = supersede_key(message)
         for connection in list(self._streaming):
-            self._send(connection, frame)
+            self._send(connection, frame, key)
         return len(self._streaming)
 
-    def _send(self, connection, frame) -> None:
+    def _send(self, connection, frame, supersedes=None) -> None:
         if self._metrics is not None:
             self._metrics.messages_sent.inc()
         try:
-            connection.send_frame(frame)
+            connection.send_frame(frame, supersedes)
         except Exception:
             self._log.failure("sending to a connection of {name} failed", name=self.account.name)
 

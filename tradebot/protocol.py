@@ -17,6 +17,8 @@ The protocol holds no trading logic: it attaches its connection to the
 account's session and writes what the session publishes.
 """
 
+import collections
+import itertools
 import json
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -80,6 +82,10 @@ class PremiumProtocol(WebSocketServerProtocol):
         self._counted = False
         self._session = None
         self._wants_stream = False
+        # while the transport's buffer is full: messages waiting, by key
+        self._behind = None  # (since, timer) while paused
+        self._waiting = collections.OrderedDict()
+        self._waiting_ids = itertools.count()
         self._rate = None
         self._close_waiters = []
 
@@ -147,6 +153,8 @@ class PremiumProtocol(WebSocketServerProtocol):
         """Send message 1 and join the account's session."""
         self._rate = RateLimit(self.factory.clock, self.factory.message_rate, self.factory.message_burst)
         self._release_http_channel()
+        # told when the write buffer fills (pauseProducing) and drains (resumeProducing)
+        self.transport.registerProducer(self, True)
         self.factory.connections.add(self)
         self.factory.gatekeeper.opened(self._ip, self._account.id)
         self._counted = True
@@ -214,15 +222,67 @@ class PremiumProtocol(WebSocketServerProtocol):
         # client messages (max-message-size) to sendMessage's payload too.
         self.sendPreparedMessage(self.factory.prepareMessage(messages.encode(message)))
 
-    def send_frame(self, frame):
+    def send_frame(self, frame, supersedes=None):
         """Write a message the session encoded once for all its connections;
-        nothing once the closing handshake has begun (RFC 6455 5.5.1)."""
-        if self.state == self.STATE_OPEN:
+        nothing once the closing handshake has begun (RFC 6455 5.5.1).
+
+        While the client does not read fast enough (the transport's buffer is
+        full), messages wait here instead: one whose `supersedes` key a newer
+        message shares is replaced by it (an old report of the same trade),
+        the others (a signal, a placement, a completion) all wait, in order.
+        A client still behind after `slow_client_timeout` seconds, or with
+        more than `max_waiting` messages waiting, is closed (1008)."""
+        if self.state != self.STATE_OPEN:
+            return
+        if self._behind is None and not self._waiting:
             self.sendPreparedMessage(frame)
+            return
+        key = ("superseding", supersedes) if supersedes is not None else ("keep", next(self._waiting_ids))
+        self._waiting.pop(key, None)
+        self._waiting[key] = frame
+        if len(self._waiting) > self.factory.max_waiting:
+            self._too_slow()
+
+    # -- a client that does not read: IPushProducer ----------------------------------
+
+    def pauseProducing(self):
+        """The transport's buffer is full: hold messages back."""
+        if self._behind is None:
+            timer = self.factory.clock.callLater(self.factory.slow_client_timeout, self._too_slow)
+            self._behind = (self.factory.clock.seconds(), timer)
+
+    def resumeProducing(self):
+        """The buffer drained: send what waited, oldest first."""
+        if self._behind is not None:
+            _, timer = self._behind
+            self._behind = None
+            if timer.active():
+                timer.cancel()
+        while self._waiting and self._behind is None and self.state == self.STATE_OPEN:
+            _, frame = self._waiting.popitem(last=False)
+            self.sendPreparedMessage(frame)
+
+    def stopProducing(self):
+        """The connection is going away."""
+        self._waiting.clear()
+
+    def _too_slow(self):
+        if self._behind is not None and self._behind[1].active():
+            self._behind[1].cancel()
+        self._waiting.clear()
+        if self.state == self.STATE_OPEN:
+            name = self._account.name if self._account is not None else "?"
+            self._log.info("closing a connection of {account}: it does not read its messages", account=name)
+            self.close_with(CLOSE_POLICY_VIOLATION, "too slow")
 
     def onClose(self, wasClean, code, reason):
         """Leave the session."""
         self.factory.connections.discard(self)
+        if self._behind is not None:
+            if self._behind[1].active():
+                self._behind[1].cancel()
+            self._behind = None
+        self._waiting.clear()
         if self._counted:
             self.factory.gatekeeper.closed(self._ip, self._account.id)
             self._counted = False
@@ -272,6 +332,8 @@ class PremiumFactory(WebSocketServerFactory):
         limits: Limits = Limits(),
         allowed_origins=(),
         token_check_interval: float = 2.0,
+        slow_client_timeout: float = 60.0,
+        max_waiting: int = 1000,
     ):
         super().__init__(server=None)
         self.store = store
@@ -282,6 +344,8 @@ class PremiumFactory(WebSocketServerFactory):
         # browsers send Origin: only these may connect, if any are listed (the apps send none)
         self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
         self.token_check_interval = token_check_interval
+        self.slow_client_timeout = slow_client_timeout
+        self.max_waiting = max_waiting
         self._token_check = None
         self.message_rate = message_rate
         self.message_burst = message_burst
