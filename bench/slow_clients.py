@@ -2,10 +2,11 @@
 Server memory with clients that stop reading.
 
 Starts `twistd tradebot` in its own process with `--accounts` accounts (five
-symbols each, a signal check every 0.05 s and reports every 0.05 s, so each
-client is sent over a hundred messages a second), connects one streaming client
-per account, lets them read for a few seconds, then makes every client stop
-reading (its socket is no longer read) for `--seconds`. Prints the server's
+symbols each, a signal check every second and an open trade reported every
+0.05 s), connects one streaming client per account with a small receive buffer
+(4 KB, so the server's side fills within the minute rather than the kernel's
+megabytes absorbing it), lets them read for a few seconds, then makes every
+client stop reading (its socket is no longer read) for `--seconds`. Prints the server's
 resident memory before and after, and how many clients the server closed as
 too slow.
 
@@ -13,6 +14,7 @@ too slow.
 """
 
 import argparse
+import socket
 
 from twisted.internet import defer, task
 
@@ -23,7 +25,7 @@ SYMBOLS = ("XAUUSD", "EURUSD", "GBPUSD", "USDJPY", "BTCUSD")
 
 async def main(reactor, accounts, seconds):
     raise_fd_limit()
-    server = Server(broker="paper://?seed=7&speed=60", signal_interval=0.05, monitor_interval=0.05)
+    server = Server(broker="paper://?seed=7&speed=60", signal_interval=1, monitor_interval=0.05)
     tokens = make_accounts(server.db_url, accounts, symbols=SYMBOLS)
     server.start()
     try:
@@ -34,6 +36,7 @@ async def main(reactor, accounts, seconds):
         await task.deferLater(reactor, 5.0, lambda: None)  # streaming, read as it comes
         reading_rss, received = server.rss_kib(), clients.messages
         for protocol in seen:
+            protocol.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             protocol.transport.pauseProducing()  # stop reading the socket
         samples = []
         for _ in range(int(seconds)):

@@ -301,6 +301,8 @@ def parse_command(payload: bytes):
         frame = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None, "not a JSON text"
+    except RecursionError:  # "[[[[...]]]]": deeper than the decoder goes
+        return None, "JSON nested too deeply"
     if not isinstance(frame, dict):
         return None, "expected a JSON object"
     if "msg" not in frame:
