@@ -93,3 +93,10 @@ def test_a_client_too_far_behind_is_closed_and_what_waited_is_let_go():
     c.send(messages.signal("BUY", "S6"))
     assert c.closed == [(CLOSE_POLICY_VIOLATION, "too slow")]
     assert not c.protocol._waiting
+
+
+def test_a_frame_nested_deeper_than_the_json_decoder_goes_is_an_invalid_message():
+    from tradebot.protocol import parse_command
+
+    assert parse_command(b"[" * 2000 + b"]" * 2000) == (None, "JSON nested too deeply")
+    assert parse_command(b'{"msg": "ping"}') == ("ping", None)
