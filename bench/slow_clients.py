@@ -23,7 +23,7 @@ from common import Clients, Server, make_accounts, raise_fd_limit
 SYMBOLS = ("XAUUSD", "EURUSD", "GBPUSD", "USDJPY", "BTCUSD")
 
 
-async def main(reactor, accounts, seconds):
+async def main(reactor, accounts, seconds, keep_reading=False):
     raise_fd_limit()
     server = Server(broker="paper://?seed=7&speed=60", signal_interval=1, monitor_interval=0.05)
     tokens = make_accounts(server.db_url, accounts, symbols=SYMBOLS)
@@ -37,14 +37,16 @@ async def main(reactor, accounts, seconds):
         reading_rss, received = server.rss_kib(), clients.messages
         for protocol in seen:
             protocol.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            protocol.transport.pauseProducing()  # stop reading the socket
+            if not keep_reading:
+                protocol.transport.pauseProducing()  # stop reading the socket
         samples = []
         for _ in range(int(seconds)):
             await task.deferLater(reactor, 1.0, lambda: None)
             samples.append(server.rss_kib())
         closed_by_server = clients.closed
         print(
-            f"{len(seen)} clients, {received} messages read in 5 s; then not reading for {seconds:g} s: "
+            f"{len(seen)} clients, {received} messages read in 5 s; then "
+            f"{'still reading' if keep_reading else 'not reading'} for {seconds:g} s: "
             f"server RSS {reading_rss / 1024:.1f} MiB while read, peak {max(samples) / 1024:.1f} MiB, "
             f"last {samples[-1] / 1024:.1f} MiB; {closed_by_server} clients closed by the server as too slow"
         )
@@ -56,5 +58,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--keep-reading", action="store_true", help="the control: clients go on reading")
     args = parser.parse_args()
-    task.react(lambda reactor: defer.ensureDeferred(main(reactor, args.accounts, args.seconds)))
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, args.accounts, args.seconds, args.keep_reading)))
