@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from twisted.internet import defer
+from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 
 from tradebot.broker import BUY, SELL, BrokerURL, OrderRefused, OrderRequest, backend_from_url
@@ -205,3 +207,82 @@ def test_a_fill_is_saved_before_it_is_reported(inline_store):
     # no stop(): the process dies right after the fill was reported
     second = Harness(store=inline_store)
     assert result(second.backend.broker_for("1", Decimal("1")).position(position.ticket)) is not None
+
+
+class HeldWrites:
+    """Wraps a store so that each broker-state write waits until the test
+    lets it go; the write itself then really happens."""
+
+    def __init__(self, store):
+        self._store = store
+        self.held = []  # (documents, Deferred) of the writes not yet let go
+        self.written = []  # the documents of each write let go, in order
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def save_broker_state(self, backend, documents):
+        done = defer.Deferred()
+        self.held.append((backend, documents, done))
+        return done
+
+    def release(self):
+        backend, documents, done = self.held.pop(0)
+        self.written.append(documents)
+        self._store.save_broker_state(backend, documents).chainDeferred(done)
+
+
+def test_saves_asked_for_during_a_write_coalesce_into_one_next_write(inline_store):
+    store = HeldWrites(inline_store)
+    harness = Harness(store=store)
+    first = harness.broker.open_position(wide_order(harness, "EURUSD", comment="tb-1"))
+    assert len(store.held) == 1 and not first.called  # a fill waits for its save
+    # a burst of changes while that write is under way: one more write, not many
+    later = [harness.broker.open_position(wide_order(harness, "XAUUSD", comment=f"tb-{n}")) for n in range(2, 40)]
+    saves = [harness.backend.save() for _ in range(100)]
+    assert len(store.held) == 1
+    store.release()
+    assert first.called and not any(d.called for d in later + saves)
+    assert len(store.held) == 1  # the one next write, holding every change asked for
+    store.release()
+    assert all(d.called for d in later + saves) and not store.held
+    tickets = {result(d).ticket for d in [first] + later}
+    assert len(store.written) == 2
+    saved = Harness(store=inline_store).backend.broker_for("1", Decimal("1"))
+    assert {t for t in tickets if result(saved.position(t)) is not None} == tickets
+
+
+def test_a_failed_write_fails_its_waiters_and_the_next_save_still_runs(inline_store):
+    store = HeldWrites(inline_store)
+    harness = Harness(store=store)
+    first = harness.backend.save()
+    second = harness.backend.save()
+    backend, documents, done = store.held.pop(0)
+    done.errback(OSError("disk full"))
+    failures = []
+    first.addErrback(failures.append)
+    assert failures and failures[0].check(OSError)
+    assert len(store.held) == 1 and not second.called
+    store.release()
+    assert second.called and result(second) is None
+
+
+def test_a_write_carries_only_the_accounts_that_changed_and_a_failed_one_carries_them_again(inline_store):
+    store = HeldWrites(inline_store)
+    harness = Harness(store=store)
+    other = harness.backend.broker_for("2", Decimal("5000"))
+    harness.backend.save()
+    store.release()
+    assert {"account:1", "account:2"} <= set(store.written[-1])
+    opened = harness.broker.open_position(wide_order(harness, "EURUSD", comment="tb-1"))
+    assert set(store.held[0][1]) == {"market", "account:1"}
+    store.held.pop(0)[2].errback(OSError("disk full"))
+    assert opened.called and isinstance(opened.result, Failure)
+    opened.addErrback(lambda f: None)
+    harness.backend.save()
+    assert set(store.held[0][1]) == {"market", "account:1"}  # carried again
+    store.release()
+    fresh = Harness(store=inline_store).backend
+    assert result(fresh.broker_for("2", Decimal("1")).balance()) == Decimal("5000")
+    assert len(fresh.broker_for("1", Decimal("1")).positions) == 1
+    assert other.changed is False

@@ -6,13 +6,21 @@ completion, and closes the client (1008) if it stays behind too long or falls
 too far behind. Driven through the transport's producer callbacks on a Clock.
 """
 
+import base64
+import json
+import os
+import socket
 from decimal import Decimal
 
+import pytest_twisted
+from twisted.internet import reactor, threads
 from twisted.internet.task import Clock
 
 from tradebot import messages
 from tradebot.loops import supersede_key
 from tradebot.protocol import CLOSE_POLICY_VIOLATION, PremiumFactory
+
+from .test_e2e import add_account, start_server
 
 
 class Connection:
@@ -100,3 +108,54 @@ def test_a_frame_nested_deeper_than_the_json_decoder_goes_is_an_invalid_message(
 
     assert parse_command(b"[" * 2000 + b"]" * 2000) == (None, "JSON nested too deeply")
     assert parse_command(b'{"msg": "ping"}') == ("ping", None)
+
+
+# -- over a real socket ----------------------------------------------------------
+
+
+def _raw_streaming_client(port, token):
+    """A blocking socket with a small receive buffer that completes the
+    handshake, starts streaming, and from then on is never read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # before connecting: the window stays small
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws/check/premium/?{token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    payload, mask = json.dumps({"msg": "ping"}).encode(), os.urandom(4)
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    return sock
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_stops_reading_a_real_socket_is_held_back_then_closed(db_url, capsys):
+    token = add_account(db_url, capsys)
+    service, _ = await start_server(
+        db_url, "0.05", "0.05", "--slow-client-timeout", "1", "--max-waiting-messages", "1000000"
+    )
+    sock = None
+    try:
+        port = service.port.getHost().port
+        sock = await threads.deferToThread(_raw_streaming_client, port, token)
+        (connection,) = service.factory.connections
+        # the kernel's buffers then hold a few KB, not megabytes, so the
+        # server's own buffer fills within seconds
+        connection.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        closed = connection.when_closed()
+        await closed.addTimeout(30, reactor)
+        assert connection.transport.producer is None  # unregistered once closed
+        assert (connection.localCloseCode, connection.localCloseReason) == (CLOSE_POLICY_VIOLATION, b"too slow")
+        assert not service.factory.connections
+    finally:
+        if sock is not None:
+            sock.close()
+        await service.stopService()

@@ -366,6 +366,7 @@ class PaperMarket:
         self.next_ticket += 1
         self._open[position.ticket] = position
         account.positions[position.ticket] = position
+        account.changed = True
         return position
 
     def _margin(self, spec: SymbolSpec, volume: Decimal, price: Decimal) -> Decimal:
@@ -457,6 +458,8 @@ class PaperBroker(Broker):
         self.positions: Dict[int, _OpenPosition] = {}
         self.closed: "collections.OrderedDict[int, ClosedPosition]" = collections.OrderedDict()
         self._on_change = on_change
+        #: True while this account has changes its backend has not yet saved.
+        self.changed = True
 
     def free_margin(self) -> Decimal:
         """Balance less the margin of the open positions."""
@@ -471,6 +474,7 @@ class PaperBroker(Broker):
         self.positions.pop(closed.ticket, None)
         self._balance = to_cents(self._balance + closed.profit)
         self.closed[closed.ticket] = closed
+        self.changed = True
         while len(self.closed) > MAX_CLOSED:
             self.closed.popitem(last=False)
 
@@ -624,7 +628,9 @@ class PaperBackend(BrokerBackend):
         self.market: Optional[PaperMarket] = None
         self._accounts: Dict[str, PaperBroker] = {}
         self._saved: dict = {}
-        self._saving = defer.succeed(None)
+        #: Deferreds of the saves asked for since the write under way began.
+        self._save_waiters: List[defer.Deferred] = []
+        self._writing = False
 
     @classmethod
     def from_url(cls, url: BrokerURL, store=None, reactor=None) -> "PaperBackend":
@@ -693,25 +699,48 @@ class PaperBackend(BrokerBackend):
         self.save().addErrback(lambda f: self._log.failure("saving the paper market failed", f))
 
     def save(self):
-        """Deferred: the market and every account saved in one transaction,
-        after any save already under way."""
+        """Deferred: the market and every account as they are now saved in one
+        transaction.
+
+        Saves coalesce: while one is being written, every save asked for
+        meanwhile waits for a single next write, whose snapshot is taken when
+        it starts and so holds all of their changes. However fast the market
+        changes, at most one snapshot is held and one write is queued; and a
+        write carries the market and only the accounts that changed."""
         if self.store is None:
             return defer.succeed(None)
-        documents = {"market": self.market.save()}
-        for key, broker in self._accounts.items():
-            documents["account:" + key] = broker.save()
+        waiter = defer.Deferred()
+        self._save_waiters.append(waiter)
+        if not self._writing:
+            self._write_next()
+        return waiter
 
-        def _write(_):
-            return self.store.save_broker_state(STATE_KEY, documents)
-
-        done = defer.Deferred()
+    def _write_next(self) -> None:
+        waiters, self._save_waiters = self._save_waiters, []
+        if not waiters:
+            self._writing = False
+            return
+        self._writing = True
+        # the market always; of the accounts, only those that changed
+        changed = [broker for broker in self._accounts.values() if broker.changed]
+        try:
+            documents = {"market": self.market.save()}
+            for broker in changed:
+                documents["account:" + broker.key] = broker.save()
+                broker.changed = False
+            written = self.store.save_broker_state(STATE_KEY, documents)
+        except Exception:
+            written = defer.fail()
 
         def _settle(result):
             if isinstance(result, Failure):
-                done.errback(result)
-            else:
-                done.callback(None)
-            # the chain itself always carries on, so the next save runs
+                for broker in changed:
+                    broker.changed = True  # the next write carries them again
+            for waiter in waiters:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(None)
+            self._write_next()
 
-        self._saving.addCallback(_write).addBoth(_settle)
-        return done
+        written.addBoth(_settle)

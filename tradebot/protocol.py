@@ -89,10 +89,15 @@ class PremiumProtocol(WebSocketServerProtocol):
         self._rate = None
         self._close_waiters = []
 
-    def close_for_shutdown(self):
-        """Deferred: close with 1001 (going away); fires once closed."""
+    def when_closed(self):
+        """Deferred: fires once this connection has closed."""
         waiter = defer.Deferred()
         self._close_waiters.append(waiter)
+        return waiter
+
+    def close_for_shutdown(self):
+        """Deferred: close with 1001 (going away); fires once closed."""
+        waiter = self.when_closed()
         self.close_with(CLOSE_GOING_AWAY, "server shutting down")
         return waiter
 

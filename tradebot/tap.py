@@ -46,6 +46,8 @@ DEFAULTS = {
     "ping-interval": 30.0,
     "ping-timeout": 20.0,
     "handshake-timeout": 10.0,
+    "slow-client-timeout": 60.0,
+    "max-waiting-messages": 1000,
     "max-connections": 10000,
     "max-connections-per-account": 20,
     "max-connections-per-ip": 100,
@@ -56,10 +58,11 @@ DEFAULTS = {
 ENVIRONMENT = {"db": "TRADEBOT_DB", "broker": "TRADEBOT_BROKER"}
 _INTERVALS = (
     "signal-interval", "monitor-interval", "message-rate", "ping-interval", "ping-timeout", "handshake-timeout",
+    "slow-client-timeout",
 )
 _COUNTS = (
     "max-message-size", "message-burst", "max-connections", "max-connections-per-account",
-    "max-connections-per-ip", "max-handshakes-per-ip",
+    "max-connections-per-ip", "max-handshakes-per-ip", "max-waiting-messages",
 )
 LOG_FORMATS = ("text", "json")
 
@@ -85,6 +88,8 @@ class Options(usage.Options):
         ["ping-interval", None, None, "Seconds between websocket pings [default: 30]."],
         ["ping-timeout", None, None, "Seconds a ping may wait for its pong [default: 20]."],
         ["handshake-timeout", None, None, "Seconds the websocket handshake may take [default: 10]."],
+        ["slow-client-timeout", None, None, "Seconds a client may stay behind on its messages before it is closed [default: 60]."],
+        ["max-waiting-messages", None, None, "Messages held back for a client behind; past it, it is closed [default: 1000]."],
         ["max-connections", None, None, "Open websockets in all; past it, HTTP 503 [default: 10000]."],
         ["max-connections-per-account", None, None, "Open websockets of one account; past it, 429 [default: 20]."],
         ["max-connections-per-ip", None, None, "Open websockets from one address; past it, 429 [default: 100]."],
@@ -198,6 +203,8 @@ class TradebotService(MultiService):
             auto_ping_interval=config["ping-interval"],
             auto_ping_timeout=config["ping-timeout"],
             open_handshake_timeout=config["handshake-timeout"],
+            slow_client_timeout=config["slow-client-timeout"],
+            max_waiting=config["max-waiting-messages"],
             limits=Limits(
                 max_connections=config["max-connections"],
                 per_account=config["max-connections-per-account"],
