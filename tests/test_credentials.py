@@ -336,7 +336,7 @@ def test_an_account_whose_password_cannot_be_decrypted_never_reaches_its_termina
     assert not broker.available and broker.settled and broker.unavailable_reason == LOCKED_REASON
     assert fails_with(broker.open_positions(), BrokerUnavailable).args == (LOCKED_REASON,)
     # logged once, naming the account and the variable; the terminal never heard of it
-    assert logged_errors.take_errors(f"account mia will not trade") == 1
+    assert logged_errors.take_errors("account mia will not trade") == 1
     assert locked.calls["initialize"] == 0 and locked.login_calls == 0
     # the other account, on another terminal, carries on
     noah, _ = rig.backends.broker_for(account(2, "noah", url_of("B")))

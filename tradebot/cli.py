@@ -149,10 +149,10 @@ def check_password_broker(url: Optional[str]) -> None:
         )
 
 
-def encrypted_password(option: str = "--broker-password-stdin") -> str:
+def encrypted_password() -> str:
     """The broker password read from standard input, encrypted; the key is
     checked before the password is read. Raises `CommandError`."""
-    keys = keyring(option)
+    keys = keyring("--broker-password-stdin")
     return keys.encrypt(read_password())
 
 
