@@ -28,6 +28,7 @@ setup(
         "attrs >= 23.1",
         "SQLAlchemy >= 2.0",
         "alembic >= 1.12",
+        "cryptography >= 3.4",
         "prometheus-client >= 0.17",
         "numpy >= 1.24",
         'tomli >= 2.0; python_version < "3.11"',

@@ -82,9 +82,9 @@ def test_a_database_from_the_first_schema_upgrades_and_keeps_every_row(db_url, c
     assert admin(["--db", db_url, "db", "upgrade"]) == 0
     assert f"to {migrations.head()}" in capsys.readouterr().out
     after = rows(db_url)
-    # the accounts gained the broker column (NULL); nothing else changed
-    assert [row[:-1] for row in after["accounts"]] == before["accounts"]
-    assert all(row[-1] == "None" for row in after["accounts"])
+    # the accounts gained the broker and broker password columns (NULL); nothing else changed
+    assert [row[:-2] for row in after["accounts"]] == before["accounts"]
+    assert all(row[-2:] == ("None", "None") for row in after["accounts"])
     assert {k: v for k, v in after.items() if k != "accounts"} == {k: v for k, v in before.items() if k != "accounts"}
     store = SyncStore(db_url)
     account = store.account_by_name("old")
@@ -94,6 +94,28 @@ def test_a_database_from_the_first_schema_upgrades_and_keeps_every_row(db_url, c
     assert (trade.profit, trade.close_reason, trade.balance_after) == (Decimal("200"), "tp", Decimal("10123.45"))
     assert admin(["--db", db_url, "db", "upgrade"]) == 0
     assert "already current" in capsys.readouterr().out
+
+
+def test_a_database_at_0002_gains_the_encrypted_password_column_and_keeps_every_row(db_url, capsys):
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(migrations._config(conn), "0002")
+        conn.execute(sa.text(
+            "INSERT INTO accounts (id, name, token_hash, symbols, plan, phase, step, balance, "
+            "max_open_trades, always_on, created_at, broker) VALUES "
+            "(1, 'mia', 'cd34', 'EURUSD', 'default', 1, 2, '5000', 1, :f, 1.5, 'mt5://?login=5')"
+        ), {"f": False})
+    engine.dispose()
+    before = rows(db_url)
+    assert admin(["--db", db_url, "db", "upgrade"]) == 0
+    assert "from schema 0002 to 0003" in capsys.readouterr().out
+    after = rows(db_url)
+    assert [row[:-1] for row in after["accounts"]] == before["accounts"]
+    assert after["accounts"][0][-1] == "None"
+    store = SyncStore(db_url)
+    account = store.account_by_name("mia")
+    store.close()
+    assert account.broker == "mt5://?login=5" and not account.has_broker_password
 
 
 def test_a_new_database_is_created_by_any_command(db_url, capsys):

@@ -7,16 +7,47 @@ symbol differently. An account's backend is built and started the first time
 one of its sessions needs it; one MT5 terminal (one worker process) then serves
 every account that names its URL. A backend that hangs or dies stalls only the
 accounts trading through it.
+
+An account may store its terminal's password, encrypted (`tradebot.credentials`):
+it is decrypted here and handed to the backend before it starts, so the
+terminal logs in with it. An account whose stored password cannot be decrypted
+(no key, or not its key) gets an `UnavailableBroker`: its session never
+trades, its clients are told why, and every other account carries on.
 """
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tradebot.broker import Broker, BrokerBackend, backend_from_url
+from tradebot import credentials
+from tradebot.broker import Broker, BrokerBackend, BrokerUnavailable, backend_from_url
 from tradebot.market import MarketData
 from tradebot.records import Account
+
+#: What the clients of an account whose password cannot be decrypted are told.
+LOCKED_REASON = (
+    "the server cannot decrypt this account's stored broker password: "
+    f"its secret key ({credentials.KEY_ENV}) is missing or wrong"
+)
+
+
+class UnavailableBroker(Broker):
+    """The broker of an account that cannot trade at all until the server is
+    restarted differently: never available, `unavailable_reason` says why,
+    every call fails with `BrokerUnavailable`."""
+
+    available = False
+    settled = True
+
+    def __init__(self, reason: str):
+        self.unavailable_reason = reason
+
+    def _fail(self, *args, **kwargs):
+        return defer.fail(BrokerUnavailable(self.unavailable_reason))
+
+    balance = symbol = tick = candles = calc_profit = open_position = _fail
+    position = closed_position = find_by_comment = open_positions = _fail
 
 
 class Backends:
@@ -34,8 +65,12 @@ class Backends:
         market_max_age: float = 1.0,
         make: Callable[[str], BrokerBackend] = None,
         metrics=None,
+        decrypt: Callable[[str], str] = None,
     ):
         self.default = default
+        self._decrypt = decrypt or credentials.decrypt
+        # account id -> (its encrypted password, the password or why not)
+        self._passwords: Dict[int, Tuple[str, object]] = {}
         self._metrics = metrics
         if metrics is not None:
             default.metrics = metrics
@@ -46,27 +81,63 @@ class Backends:
         self._own: Dict[str, Tuple[BrokerBackend, MarketData]] = {}  # by terminal
         self._by_url: Dict[str, Tuple[BrokerBackend, MarketData]] = {}
 
-    def start(self, urls=()):
+    def start(self, accounts=()):
         """Deferred: the server's backend started, and the backends of
-        `urls` (the accounts' own) starting. Others start when first used."""
-        for url in urls:
+        `accounts` (those naming their own broker) starting, with their stored
+        passwords. Others start when first used."""
+        for account in accounts:
             try:
-                self._own_backend(url)
+                self._account_backend(account)
             except ValueError as e:
-                self._log.error("an account's broker URL is refused: {error}", error=e)
+                self._log.error("the broker URL of account {name} is refused: {error}", name=account.name, error=e)
+            except credentials.CredentialsError:
+                pass  # logged; the account's sessions get an UnavailableBroker
         return self.default.start()
 
     def broker_for(self, account: Account) -> Tuple[Broker, MarketData]:
-        """The account's `Broker` and the `MarketData` of its backend."""
+        """The account's `Broker` and the `MarketData` of its backend; an
+        `UnavailableBroker` if its stored broker password cannot be decrypted."""
         if account.broker is None:
             backend, market = self.default, self._default_market
         else:
-            backend, market = self._own_backend(account.broker)
+            try:
+                backend, market = self._account_backend(account)
+            except credentials.CredentialsError:
+                return UnavailableBroker(LOCKED_REASON), MarketData(self._reactor, max_age=self._market_max_age)
         return backend.broker_for(str(account.id), account.balance), market
 
-    def _own_backend(self, url: str) -> Tuple[BrokerBackend, MarketData]:
+    def _account_backend(self, account: Account) -> Tuple[BrokerBackend, MarketData]:
+        """The backend of the account's own broker URL, given its stored
+        password; raises `credentials.CredentialsError` (logged once per
+        account) when that password cannot be decrypted."""
+        return self._own_backend(account.broker, self._password_of(account), account.name)
+
+    def _password_of(self, account: Account) -> Optional[str]:
+        token = account.broker_password_encrypted
+        if token is None:
+            return None
+        known = self._passwords.get(account.id)
+        if known is None or known[0] != token:
+            try:
+                outcome = self._decrypt(token)
+            except credentials.CredentialsError as e:
+                outcome = e
+                self._log.error(
+                    "account {name} will not trade: its stored broker password cannot be decrypted "
+                    "({reason}); start the server with the key it was stored under in ${variable}",
+                    name=account.name,
+                    reason=e,
+                    variable=credentials.KEY_ENV,
+                )
+            known = self._passwords[account.id] = (token, outcome)
+        if isinstance(known[1], credentials.CredentialsError):
+            raise known[1]
+        return known[1]
+
+    def _own_backend(self, url: str, password: Optional[str] = None, name: str = "") -> Tuple[BrokerBackend, MarketData]:
         known = self._by_url.get(url)
         if known is not None:
+            self._give_password(known[0], password, name)
             return known
         backend = self._make(url)
         if self._metrics is not None:
@@ -77,17 +148,33 @@ class Backends:
         known = self._own.get(identity)
         if known is None:
             known = self._own[identity] = (backend, MarketData(self._reactor, max_age=self._market_max_age))
+            self._give_password(backend, password, name)
             defer.maybeDeferred(backend.start).addErrback(
                 lambda f: self._log.failure("broker {url} could not start", f, url=backend.url)
             )
-        elif known[0].url != backend.url:
-            self._log.warn(
-                "broker {url} names the same terminal as {first}: trading through {first}",
-                url=backend.url,
-                first=known[0].url,
-            )
+        else:
+            if known[0].url != backend.url:
+                self._log.warn(
+                    "broker {url} names the same terminal as {first}: trading through {first}",
+                    url=backend.url,
+                    first=known[0].url,
+                )
+            self._give_password(known[0], password, name)
         self._by_url[url] = known
         return known
+
+    def _give_password(self, backend: BrokerBackend, password: Optional[str], name: str) -> None:
+        """Have `backend` log in with the password stored for account `name`;
+        a terminal keeps the first it was given."""
+        if password is None:
+            return
+        if not backend.use_password(password):
+            self._log.warn(
+                "the stored broker password of account {name} differs from the one {url} already has; "
+                "{url} keeps the first",
+                name=name,
+                url=backend.url,
+            )
 
     @property
     def backends(self):

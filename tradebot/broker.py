@@ -256,6 +256,12 @@ class BrokerBackend:
         """Deferred: state saved and connections closed."""
         raise NotImplementedError
 
+    def use_password(self, password: str) -> bool:
+        """Log in with `password` (an account's stored broker password, decrypted)
+        from now on; False, changing nothing, if another was given before. A
+        backend that logs in to nothing ignores it."""
+        return True
+
     def broker_for(self, account_key: str, initial_balance: Decimal) -> Broker:
         """The `Broker` for one trading account. `initial_balance` seeds a
         simulated account; a real broker ignores it."""

@@ -12,6 +12,10 @@ command prints one ``tradebot: error: ...`` line on stderr, exits with 2 and
 writes nothing. A token is printed only by ``account add``, ``account
 rotate-token`` and ``demo``, alone on the last line (``demo`` also prints it
 inside the client URL), and never logged.
+
+A broker password is read from standard input (``--broker-password-stdin``),
+never from the command line, and stored only encrypted under the key in
+``$TRADEBOT_SECRET_KEY`` (``tradebot secret-key`` makes one).
 """
 
 import argparse
@@ -25,7 +29,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tradebot import migrations
+from tradebot import credentials, migrations
 from tradebot.migrations import SchemaError
 from tradebot.store import DEFAULT_DB_URL, StoreError, SyncStore
 from tradebot.tokens import hash_token, new_token
@@ -98,6 +102,58 @@ def check_account_broker(url: str) -> str:
             "paper accounts use the server's --broker"
         )
     return url
+
+
+def keyring(option: str) -> credentials.Keyring:
+    """The keys of ``$TRADEBOT_SECRET_KEY``; raises `CommandError`, naming
+    `option`, when there is no usable key."""
+    try:
+        return credentials.Keyring.from_environment()
+    except credentials.MissingKey as e:
+        raise CommandError(f"{option}: {e} (the server needs the same key)")
+    except credentials.CredentialsError as e:
+        raise CommandError(f"{option}: {e}")
+
+
+def read_password(stdin=None) -> str:
+    """The broker password on `stdin` (default: the process's): its first
+    line, without the line end; asked for without echo on a terminal.
+    Raises `CommandError` when there is none."""
+    stdin = sys.stdin if stdin is None else stdin
+    if stdin is None:
+        raise CommandError("--broker-password-stdin: no standard input")
+    if stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("broker password: ")
+    else:
+        password = stdin.readline()
+    password = password.rstrip("\r\n")
+    if not password:
+        raise CommandError("--broker-password-stdin: no password on standard input")
+    return password
+
+
+def check_password_broker(url: Optional[str]) -> None:
+    """Raise `CommandError` unless `url`, an account's own broker URL, is one
+    a stored password is used with: an MT5 terminal URL naming ``login=``."""
+    from tradebot.broker import BrokerURL
+
+    if url is None:
+        raise CommandError(
+            "--broker-password-stdin: a broker password is for an account's own terminal; give --broker-url too"
+        )
+    if "login" not in BrokerURL.parse(url).params:
+        raise CommandError(
+            "--broker-password-stdin: the broker URL names no login=; the password is only used to log in to it"
+        )
+
+
+def encrypted_password() -> str:
+    """The broker password read from standard input, encrypted; the key is
+    checked before the password is read. Raises `CommandError`."""
+    keys = keyring("--broker-password-stdin")
+    return keys.encrypt(read_password())
 
 
 def check_known_symbols(symbols: Iterable[str], broker_url: str) -> None:
@@ -277,7 +333,10 @@ def cmd_account_add(args, store) -> int:
         always_on=args.always_on,
         token_hash=hash_token(token),
         broker=args.account_broker,
+        broker_password_encrypted=args.broker_password_encrypted,
     )
+    if args.broker_password_encrypted is not None:
+        print(f"account {args.name}: broker password stored, encrypted")
     _print_token(
         f"account {args.name} created; its token (shown once, only its hash is stored):", token
     )
@@ -306,6 +365,7 @@ def cmd_account_show(args, store) -> int:
         ("max open trades", account.max_open_trades),
         ("always on", plain(account.always_on)),
         ("broker", account.broker or "the server's (--broker)"),
+        ("broker password", "stored, encrypted" if account.has_broker_password else "none stored"),
         ("revoked", plain(account.revoked)),
     ]
     for label, value in fields:
@@ -340,8 +400,35 @@ def cmd_account_rotate_token(args, store) -> int:
 
 def cmd_account_set(args, store) -> int:
     """Change the settings given on the command line."""
+    if args.changes.get("broker_password_encrypted") is not None:
+        check_password_broker(args.changes.get("broker", _existing(store, args.name).broker))
     account = store.update_account(args.name, args.changes)
     print(f"account {account.name} updated")
+    return 0
+
+
+def cmd_account_reencrypt(args, store) -> int:
+    """Encrypt every stored broker password again under the first key of
+    ``$TRADEBOT_SECRET_KEY`` (after a new key was put first); all or none."""
+    keys = args.keyring
+
+    def again(name, token):
+        try:
+            return keys.rotate(token)
+        except credentials.CredentialsError as e:
+            raise CommandError(f"account reencrypt: account {name}: {e}; nothing was changed")
+
+    names = store.reencrypt_broker_passwords(again)
+    print(
+        f"{len(names)} stored broker password(s) encrypted again under the first key "
+        f"of ${credentials.KEY_ENV}" + (f": {', '.join(names)}" if names else "")
+    )
+    return 0
+
+
+def cmd_secret_key(args) -> int:
+    """Print a new random key for ``$TRADEBOT_SECRET_KEY``, alone on its line."""
+    print(credentials.new_key())
     return 0
 
 
@@ -513,6 +600,12 @@ def cmd_watch(args) -> int:
 # -- the parser -----------------------------------------------------------------------
 
 
+_PASSWORD_HELP = (
+    "read the password of the terminal's login= from standard input (one line; asked for on a "
+    f"terminal) and store it encrypted under ${credentials.KEY_ENV}"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser. Numbers, symbol lists and plans are kept as
     text here and checked by `check_args`, so every refusal is one line."""
@@ -550,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the account's own MT5 terminal (mt5://?path=...&login=... or mt5linux://HOST:PORT); "
         "default: the server's --broker",
     )
+    add.add_argument("--broker-password-stdin", action="store_true", help=_PASSWORD_HELP)
 
     acts.add_parser("list", help="list every account")
     for action, text in (
@@ -569,6 +663,15 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument(
         "--broker-url", dest="account_broker", metavar="URL", help="an MT5 terminal URL, or 'default'"
     )
+    password = set_.add_mutually_exclusive_group()
+    password.add_argument("--broker-password-stdin", action="store_true", help=_PASSWORD_HELP)
+    password.add_argument(
+        "--clear-broker-password", action="store_true", help="remove the stored broker password"
+    )
+    acts.add_parser(
+        "reencrypt",
+        help=f"encrypt every stored broker password again under the first key of ${credentials.KEY_ENV}",
+    )
 
     trades = commands.add_parser("trades", help="list recorded trades")
     trades.add_argument("name", nargs="?")
@@ -585,6 +688,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_acts.required = True
     db_acts.add_parser("upgrade", help="bring the database to this version's schema (creates a new one)")
     db_acts.add_parser("current", help="print the database's schema revision")
+
+    commands.add_parser(
+        "secret-key", help=f"print a new key for ${credentials.KEY_ENV} (encrypts stored broker passwords)"
+    )
 
     watch_ = commands.add_parser("watch", help="print the messages of a websocket URL")
     watch_.add_argument("url")
@@ -605,6 +712,10 @@ def check_args(args) -> None:
         if args.account_broker is not None:
             args.account_broker = check_account_broker(args.account_broker)
         check_known_symbols(args.symbols, args.account_broker or args.broker)
+        args.broker_password_encrypted = None
+        if args.broker_password_stdin:
+            check_password_broker(args.account_broker)
+            args.broker_password_encrypted = encrypted_password()
     elif args.command == "account" and args.action == "set":
         changes = {}
         if args.symbols is not None:
@@ -621,14 +732,22 @@ def check_args(args) -> None:
             changes["broker"] = (
                 None if args.account_broker == "default" else check_account_broker(args.account_broker)
             )
-        if not changes:
+        if args.clear_broker_password:
+            changes["broker_password_encrypted"] = None
+        if not changes and not args.broker_password_stdin:
             raise CommandError(
-                "account set: nothing to change (give --symbols, --plan, "
-                "--max-open-trades, --always-on, --no-always-on or --broker-url)"
+                "account set: nothing to change (give --symbols, --plan, --max-open-trades, "
+                "--always-on, --no-always-on, --broker-url, --broker-password-stdin or --clear-broker-password)"
             )
         if "symbols" in changes:
             check_known_symbols(changes["symbols"], changes.get("broker") or args.broker)
+        if args.broker_password_stdin:
+            if "broker" in changes:
+                check_password_broker(changes["broker"])
+            changes["broker_password_encrypted"] = encrypted_password()
         args.changes = changes
+    elif args.command == "account" and args.action == "reencrypt":
+        args.keyring = keyring("account reencrypt")
     elif args.command == "demo":
         args.symbols = parse_symbols(args.symbols)
         args.port = parse_port(args.port)
@@ -675,6 +794,7 @@ _COMMANDS = {
     ("account", "revoke"): cmd_account_revoke,
     ("account", "rotate-token"): cmd_account_rotate_token,
     ("account", "set"): cmd_account_set,
+    ("account", "reencrypt"): cmd_account_reencrypt,
     ("trades", None): cmd_trades,
     ("demo", None): cmd_demo,
 }
@@ -704,6 +824,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(str(e))
     if args.command == "watch":
         return cmd_watch(args)
+    if args.command == "secret-key":
+        return cmd_secret_key(args)
     store = None
     try:
         store = SyncStore(args.db)

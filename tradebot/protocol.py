@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from tradebot import messages
 from tradebot.limits import Gatekeeper, Limits, Refused
-from tradebot.tokens import hash_token
+from tradebot.tokens import hash_token, token_matches
 
 PREMIUM_PATHS = ("/ws/check/premium", "/ws/check/premium/")
 
@@ -135,6 +135,8 @@ class PremiumProtocol(WebSocketServerProtocol):
         if token:
             token_hash = hash_token(token)
             account = await self.factory.store.account_by_token_hash(token_hash)
+            if account is not None and not token_matches(token, account.token_hash):
+                account = None  # found by hash, confirmed in constant time: docs/architecture.md
         if account is None:
             delay = gate.failed(self._ip)
             if delay:

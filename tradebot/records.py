@@ -37,6 +37,17 @@ class Account:
     created_at: float
     #: The account's own broker URL, or None for the server's.
     broker: Optional[str] = None
+    #: That broker's password, encrypted (`tradebot.credentials`); None if
+    #: none is stored. Never the plain password.
+    broker_password_encrypted: Optional[str] = attrs.field(default=None, repr=False)
+    #: The SHA-256 of the account's token (None once revoked), to confirm a
+    #: lookup by hash with `tradebot.tokens.token_matches`.
+    token_hash: Optional[str] = attrs.field(default=None, repr=False)
+
+    @property
+    def has_broker_password(self) -> bool:
+        """True if a broker password is stored for the account."""
+        return self.broker_password_encrypted is not None
 
 
 @attrs.frozen

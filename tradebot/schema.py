@@ -60,6 +60,8 @@ accounts = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     # the account's own broker URL (an MT5 terminal); NULL: the server's --broker
     sa.Column("broker", sa.String(500)),
+    # the password of that terminal's login, encrypted (tradebot.credentials); NULL: none stored
+    sa.Column("broker_password_encrypted", sa.Text),
 )
 
 trades = sa.Table(

@@ -144,6 +144,8 @@ def _account(row) -> Account:
         revoked=row.token_hash is None,
         created_at=row.created_at,
         broker=row.broker,
+        broker_password_encrypted=row.broker_password_encrypted,
+        token_hash=row.token_hash,
     )
 
 
@@ -164,9 +166,11 @@ def _trade_by_id(conn, trade_id: int) -> TradeRecord:
 
 
 def thd_add_account(
-    conn, name, symbols, balance, plan, max_open_trades, always_on, token_hash, now, broker=None
+    conn, name, symbols, balance, plan, max_open_trades, always_on, token_hash, now, broker=None,
+    broker_password_encrypted=None,
 ) -> Account:
-    """Create an account; raises `DuplicateAccount`."""
+    """Create an account; raises `DuplicateAccount`. `broker_password_encrypted`
+    is already encrypted: the store never sees a plain password."""
     if conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).first():
         raise DuplicateAccount(f"an account named {name!r} exists already")
     try:
@@ -183,6 +187,7 @@ def thd_add_account(
                 always_on=always_on,
                 created_at=now,
                 broker=broker,
+                broker_password_encrypted=broker_password_encrypted,
             )
         )
     except IntegrityError:
@@ -220,12 +225,13 @@ def thd_set_token_hash(conn, name: str, token_hash: Optional[str]) -> Account:
     return thd_account_by_name(conn, name)
 
 
-_SETTABLE = {"symbols", "plan", "max_open_trades", "always_on", "broker"}
+_SETTABLE = {"symbols", "plan", "max_open_trades", "always_on", "broker", "broker_password_encrypted"}
 
 
 def thd_update_account(conn, name: str, changes: dict) -> Account:
     """Change an account's settings (symbols, plan, max_open_trades,
-    always_on, broker); raises `UnknownAccount`."""
+    always_on, broker, broker_password_encrypted: already encrypted, or None
+    to remove it); raises `UnknownAccount`."""
     unknown = set(changes) - _SETTABLE
     if unknown:
         raise StoreError(f"cannot set {', '.join(sorted(unknown))}")
@@ -250,10 +256,27 @@ def thd_token_hashes(conn, account_ids) -> dict:
     return {row.id: row.token_hash for row in rows}
 
 
-def thd_account_broker_urls(conn) -> List[str]:
-    """The broker URLs accounts name for themselves, each once."""
-    query = sa.select(accounts.c.broker).where(accounts.c.broker.is_not(None)).distinct()
-    return sorted(row.broker for row in conn.execute(query))
+def thd_reencrypt_broker_passwords(conn, reencrypt) -> List[str]:
+    """Replace each stored broker password by ``reencrypt(name, token)``, all
+    in one transaction; the names of the accounts, in order. An error raised
+    by `reencrypt` changes nothing."""
+    query = (
+        sa.select(accounts.c.id, accounts.c.name, accounts.c.broker_password_encrypted)
+        .where(accounts.c.broker_password_encrypted.is_not(None))
+        .order_by(accounts.c.name)
+    )
+    names = []
+    for row in conn.execute(query).all():
+        token = reencrypt(row.name, row.broker_password_encrypted)
+        conn.execute(accounts.update().where(accounts.c.id == row.id).values(broker_password_encrypted=token))
+        names.append(row.name)
+    return names
+
+
+def thd_accounts_with_own_broker(conn) -> List[Account]:
+    """Every account naming its own broker URL, by id."""
+    rows = conn.execute(sa.select(accounts).where(accounts.c.broker.is_not(None)).order_by(accounts.c.id))
+    return [_account(r) for r in rows]
 
 
 def thd_accounts_to_resume(conn) -> List[Account]:
@@ -551,7 +574,10 @@ class _Operations:
 
         return self.run_blocking(_revision, self.engine)
 
-    def add_account(self, name, symbols, balance, plan, max_open_trades, always_on, token_hash, broker=None):
+    def add_account(
+        self, name, symbols, balance, plan, max_open_trades, always_on, token_hash, broker=None,
+        broker_password_encrypted=None,
+    ):
         return self.run(
             thd_add_account,
             name,
@@ -563,6 +589,7 @@ class _Operations:
             token_hash,
             time.time(),
             broker,
+            broker_password_encrypted,
         )
 
     def account_by_token_hash(self, token_hash):
@@ -586,8 +613,11 @@ class _Operations:
     def token_hashes(self, account_ids):
         return self.run(thd_token_hashes, tuple(account_ids))
 
-    def account_broker_urls(self):
-        return self.run(thd_account_broker_urls)
+    def accounts_with_own_broker(self):
+        return self.run(thd_accounts_with_own_broker)
+
+    def reencrypt_broker_passwords(self, reencrypt):
+        return self.run(thd_reencrypt_broker_passwords, reencrypt)
 
     def accounts_to_resume(self):
         return self.run(thd_accounts_to_resume)

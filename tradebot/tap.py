@@ -250,7 +250,7 @@ class TradebotService(MultiService):
 
     async def _start(self):
         await self.store.start()
-        await self.backends.start(await self.store.account_broker_urls())
+        await self.backends.start(await self.store.accounts_with_own_broker())
         self.sessions.setServiceParent(self)
         await self.sessions.ready
         self.metrics.start_lag_probe(self.reactor)

@@ -5,6 +5,7 @@ Account tokens: random, shown once, stored only as a hash.
 import hashlib
 import hmac
 import secrets
+from typing import Optional
 
 
 def new_token() -> str:
@@ -17,6 +18,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def token_matches(token: str, stored_hash: str) -> bool:
-    """True if `token` hashes to `stored_hash`, compared in constant time."""
+def token_matches(token: str, stored_hash: Optional[str]) -> bool:
+    """True if `token` hashes to `stored_hash`, compared in constant time;
+    False for a revoked token (no hash)."""
+    if stored_hash is None:
+        return False
     return hmac.compare_digest(hash_token(token), stored_hash)

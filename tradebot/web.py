@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tradebot.metrics import CONTENT_TYPE_LATEST
-from tradebot.tokens import hash_token
+from tradebot.tokens import hash_token, token_matches
 
 #: Seconds /health waits for the database before calling it unreachable.
 HEALTH_TIMEOUT = 5.0
@@ -219,7 +219,7 @@ class TradesResource(Resource):
 
     async def _report(self, token: str):
         account = await self.store.account_by_token_hash(hash_token(token))
-        if account is None:
+        if account is None or not token_matches(token, account.token_hash):
             return None
         rows = [t for _, t in await self.store.trades(account_name=account.name)][-self.LIMIT:]
         trades = [_trade_json(t) for t in rows]

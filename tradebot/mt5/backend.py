@@ -169,8 +169,9 @@ class MT5Broker(Broker):
 class MT5Backend(BrokerBackend):
     """One MetaTrader 5 terminal reached through `link`.
 
-    `reactor` gives the clock; `password` (if not given) is read from the
-    environment when a login is needed: ``TRADEBOT_MT5_PASSWORD_<login>``,
+    `reactor` gives the clock; `password` (the one stored with an account, or
+    given later with `use_password`) logs in when a login is needed; without
+    one it is read from the environment: ``TRADEBOT_MT5_PASSWORD_<login>``,
     else ``TRADEBOT_MT5_PASSWORD``.
     """
 
@@ -273,6 +274,13 @@ class MT5Backend(BrokerBackend):
             self._reconnect_call.cancel()
         return self.link.stop()
 
+    def use_password(self, password: str) -> bool:
+        """Log in with `password` rather than the environment's from the next
+        login on; False, keeping the first, if another was given before."""
+        if self._password is None:
+            self._password = password
+        return self._password == password
+
     def broker_for(self, account_key: str, initial_balance) -> MT5Broker:
         """The account's `MT5Broker`: magic number `magic` + the account id."""
         broker = self._brokers.get(account_key)
@@ -322,7 +330,8 @@ class MT5Backend(BrokerBackend):
             if not password:
                 raise BrokerError(
                     f"the terminal is not logged in to account {self.login} "
-                    f"and no password is set (${PASSWORD_ENV}_{self.login} or ${PASSWORD_ENV})"
+                    f"and no password is set (stored with the account, ${PASSWORD_ENV}_{self.login} "
+                    f"or ${PASSWORD_ENV})"
                 )
             login_kwargs = {"password": password, "timeout": self.init_timeout_ms}
             if self.server:
@@ -894,10 +903,14 @@ def settings_from_url(url: BrokerURL) -> dict:
     ``timeout`` (initialize/login, seconds), ``call_timeout`` (seconds before a
     silent call counts as hung, default 75), ``heartbeat`` (seconds), ``python``
     (the worker's interpreter, ``mt5://`` only). A ``password`` parameter is
-    refused: it comes from ``$TRADEBOT_MT5_PASSWORD``."""
+    refused: it is stored with the account, encrypted, or comes from
+    ``$TRADEBOT_MT5_PASSWORD``."""
     params = url.params
     if "password" in params:
-        raise ValueError(f"mt5 broker: never put the password in the URL; set ${PASSWORD_ENV}")
+        raise ValueError(
+            "mt5 broker: never put the password in the URL; store it with "
+            f"`tradebot account set NAME --broker-password-stdin`, or set ${PASSWORD_ENV}"
+        )
     unknown = set(params) - KNOWN_PARAMS
     if unknown:
         raise ValueError(f"mt5 broker: unknown parameter(s) {', '.join(sorted(unknown))}")

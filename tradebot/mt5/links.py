@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from tradebot.broker import BrokerUnavailable
+from tradebot.credentials import KEY_ENV
 from tradebot.mt5 import wire
 
 
@@ -99,7 +100,8 @@ class WorkerLink:
     `call_timeout` seconds kills the worker and fails with `LinkFailed`, as
     does every call under way when the worker dies; the next call starts a
     fresh worker, which must be initialised again. `env` is the worker's
-    environment (default: this process's, less any ``TRADEBOT_MT5_PASSWORD*``).
+    environment (default: this process's), less any ``TRADEBOT_MT5_PASSWORD*``
+    and ``TRADEBOT_SECRET_KEY``.
     """
 
     _log = Logger()
@@ -116,8 +118,9 @@ class WorkerLink:
         self.reactor = reactor
         self.python = python
         self.env = dict(os.environ if env is None else env)
-        # the worker gets the password, when it needs one, in a login call only
-        for name in [n for n in self.env if n.startswith("TRADEBOT_MT5_PASSWORD")]:
+        # the worker gets the password, when it needs one, in a login call
+        # only; nor does it get the key that decrypts the stored ones
+        for name in [n for n in self.env if n.startswith("TRADEBOT_MT5_PASSWORD") or n == KEY_ENV]:
             del self.env[name]
         self.call_timeout = call_timeout
         self.stop_timeout = stop_timeout

@@ -1,0 +1,120 @@
+"""
+Stored broker passwords end to end: the plugin's service, an account whose
+password was stored with the admin command, the MT5 broker worker as a real
+process importing the fake MetaTrader5 module, a FakeTerminal (not logged in,
+so it needs the password) served from this test, real websocket clients.
+"""
+
+import io
+import sys
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+from twisted.logger import formatEvent, globalLogPublisher
+
+from tradebot import messages
+from tradebot.backends import LOCKED_REASON
+from tradebot.credentials import KEY_ENV, new_key
+
+from .test_e2e import start_server
+from .test_e2e_mt5 import add, mt5_url
+from .test_mt5_links import Terminal, fake_environment
+from .wsclient import connect, message_is
+
+PASSWORD = "S3cret-broker-pw"
+LOGIN = 51234567
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    """A fake terminal on no account, whose account's password is `PASSWORD`,
+    its market moving half an hour every half second (see test_e2e_mt5)."""
+    terminal = Terminal(logged_in=False, password=PASSWORD)
+    for key, value in fake_environment(terminal.address).items():
+        monkeypatch.setenv(key, value)
+    mover = task.LoopingCall(terminal.fake.advance, 1800)
+    mover.start(0.5)
+    yield terminal
+    mover.stop()
+    pytest_twisted.blockon(terminal.stop())
+
+
+@pytest.fixture
+def log_lines():
+    """Every line the server logs during the test, formatted."""
+    lines = []
+
+    def observer(event):
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    yield lines
+    globalLogPublisher.removeObserver(observer)
+
+
+def add_with_password(db_url, capsys, monkeypatch, name):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n"))
+    return add(db_url, capsys, name, "--broker-url", f"{mt5_url()}&login={LOGIN}", "--broker-password-stdin")
+
+
+def process_files(pid):
+    """The environment and the command line of a running process, as bytes."""
+    with open(f"/proc/{pid}/environ", "rb") as environ, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+        return environ.read(), cmdline.read()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_terminal_logs_in_with_the_stored_password_which_goes_nowhere_else(
+    db_url, capsys, monkeypatch, terminal, log_lines
+):
+    key = new_key()
+    monkeypatch.setenv(KEY_ENV, key)
+    monkeypatch.setenv("TRADEBOT_MT5_PASSWORD", "not-the-password")  # the stored one wins
+    token = add_with_password(db_url, capsys, monkeypatch, "mia")
+    service, url = await start_server(db_url, signal_interval="0.3", monitor_interval="0.2")
+    try:
+        client = await connect(url + "?" + token)
+        client.send({"msg": "ping"})
+        await client.wait_for(message_is(messages.TRADE_PLACED), timeout=60)
+        assert terminal.fake.login_calls == 1 and terminal.server.calls.count("login") == 1
+        [_, backend] = service.backends.backends
+        environ, cmdline = process_files(backend.link.pid)
+        for secret in (PASSWORD, key):
+            assert secret.encode() not in environ + cmdline
+        assert KEY_ENV.encode() not in environ
+        client.sendClose()
+        await client.closed
+    finally:
+        await service.stopService()
+    assert log_lines and not [line for line in log_lines if PASSWORD in line or key in line]
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_the_key_the_account_does_not_trade_its_clients_hear_why_and_others_trade(
+    db_url, capsys, monkeypatch, terminal, logged_errors, log_lines
+):
+    monkeypatch.setenv(KEY_ENV, new_key())
+    mia = add_with_password(db_url, capsys, monkeypatch, "mia")
+    pat = add(db_url, capsys, "pat")  # on the server's paper broker
+    monkeypatch.delenv(KEY_ENV)
+    service, url = await start_server(db_url, signal_interval="0.3", monitor_interval="0.2")
+    try:
+        locked = await connect(url + "?" + mia)
+        other = await connect(url + "?" + pat)
+        for client in (locked, other):
+            client.send({"msg": "ping"})
+        told = await locked.wait_for(message_is(messages.BROKER_UNAVAILABLE), timeout=30)
+        assert told["data"]["reason"] == LOCKED_REASON
+        await other.wait_for(message_is(messages.TRADE_PLACED), timeout=60)
+        # mia never checked for a signal, and her terminal was never reached
+        assert not [m for m in locked.received if m["message"] == messages.CHECKING]
+        assert terminal.server.calls == [] and service.backends.backends == [service.backend]
+        for client in (locked, other):
+            client.sendClose()
+            await client.closed
+    finally:
+        await service.stopService()
+    assert logged_errors.take_errors("account mia will not trade") == 1
+    [line] = [line for line in log_lines if "account mia will not trade" in line]
+    assert f"{KEY_ENV} is not set" in line
