@@ -10,6 +10,14 @@ client stop reading (its socket is no longer read) for `--seconds`. Prints the s
 resident memory before and after, and how many clients the server closed as
 too slow.
 
+On loopback the kernel's socket buffers (which grow to megabytes) absorb a
+minute of one account's messages (about 6 KB a second), so within the minute
+the server's own buffers never fill and it closes no one: the figure is the
+server's memory with the kernel holding what the clients left unread. That
+the server holds messages back and then closes a client once its buffer does
+fill is proven on a real socket with a 4 KB send buffer by
+tests/test_slow_clients.py.
+
     .venv/bin/python bench/slow_clients.py [--accounts 100] [--seconds 60]
 """
 
