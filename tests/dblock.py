@@ -15,6 +15,9 @@ import sys
 from sqlalchemy.engine import make_url
 from twisted.internet import defer, protocol, reactor
 
+#: Seconds PostgreSQL lets the lock be held before it ends the session.
+MAX_HOLD = 45
+
 #: Every table the server writes.
 TABLES = ("accounts", "trades", "events", "broker_state", "alembic_version")
 
@@ -36,6 +39,10 @@ class DatabaseLock:
                 host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username,
                 password=u.password, dbname=u.database,
             )
+            # a writer that waits for ever fails its test rather than hanging it:
+            # the server ends this session once it holds its lock this long
+            self._conn.execute(f"SET idle_in_transaction_session_timeout = '{MAX_HOLD}s'")
+            self._conn.commit()
 
     def lock(self) -> None:
         """Take the write lock (waiting for a write under way to end)."""
