@@ -43,9 +43,9 @@ class Recorder:
 class Rig:
     """One account's session on a scripted market, with its clock."""
 
-    def __init__(self, store, symbols=("EURUSD", "XAUUSD"), always_on=False, plan="default", broker=None):
+    def __init__(self, store, symbols=("EURUSD", "XAUUSD"), always_on=False, plan="default", broker=None, clock=None):
         self.store = store
-        self.clock = Clock()
+        self.clock = clock or Clock()
         self.broker = broker or ScriptedBroker(self.clock)
         self.strategy = ScriptedStrategy()
         existing = store.account_by_name("alice").result

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import SQLAlchemyError
 
 from tradebot import credentials, migrations
+from tradebot.dbfaults import DatabaseFault
 from tradebot.migrations import SchemaError
 from tradebot.store import DEFAULT_DB_URL, StoreError, SyncStore
 from tradebot.tokens import hash_token, new_token
@@ -834,6 +835,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _COMMANDS[(args.command, getattr(args, "action", None))](args, store)
     except (StoreError, CommandError, SchemaError) as e:
         return _fail(str(e))
+    except DatabaseFault as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
     except SQLAlchemyError as e:
         print(f"{PROG}: error: database: {_one_line(getattr(e, 'orig', None) or e)}", file=sys.stderr)
         return 1

@@ -24,6 +24,11 @@ trade with the comment its order carries), the order is sent, the fill is
 recorded. A pending trade whose outcome is unknown (the order call failed, or
 the server stopped) is looked up at the broker by its comment before anything
 else is done with it, so no signal is ever traded twice.
+
+While the database takes no writes (`tradebot.dbfaults`), no new trade is
+placed and the clients are told once each way (trading paused, resumed). A
+trade whose fill or result cannot be stored stays live and is stored at a
+later monitor tick; its result is sent only once stored.
 """
 
 from decimal import Decimal
@@ -35,6 +40,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tradebot import messages, records
+from tradebot.dbfaults import DatabaseFault
 from tradebot.broker import (
     BUY,
     BrokerUnavailable,
@@ -89,6 +95,8 @@ def _guarded(log, what: str, fn, *args):
     body fails stops for good."""
     try:
         yield defer.ensureDeferred(fn(*args))
+    except DatabaseFault as e:  # the store has said so once already
+        log.info("{what} stopped: {error}; the loop carries on", what=what, error=e)
     except Exception:
         log.failure("{what} failed; the loop carries on", what=what)
 
@@ -165,6 +173,7 @@ class AccountSession(Service):
         self._latest_report: Dict[int, dict] = {}
         self._placing: set = set()  # trade ids whose order call is under way
         self._misses: Dict[int, int] = {}  # pending trade id -> lookups that found nothing
+        self._unmarked: set = set()  # ids of events sent but not yet recorded as delivered
         self._checking = False
         self._broker_lost = False  # the clients were told the broker went away
         self._ready = False
@@ -183,6 +192,7 @@ class AccountSession(Service):
         fires when done."""
         super().startService()
         self._broker.watch(self._broker_changed)
+        self._store.health.watch(self._store_changed)
         d = defer.ensureDeferred(self._load())
 
         def _loaded(_):
@@ -248,6 +258,7 @@ class AccountSession(Service):
         """Stop both loops; live trades stay recorded for the next start."""
         super().stopService()
         self._broker.unwatch(self._broker_changed)
+        self._store.health.unwatch(self._store_changed)
         self._signal_loop.stop()
         self._monitor_loop.stop()
 
@@ -262,6 +273,16 @@ class AccountSession(Service):
             self._publish(messages.broker_available())
         if available and self._ready:
             _guarded(self._log, "adopting open positions", self._adopt)
+        self._update_loops()
+
+    def _store_changed(self, writable: bool, reason: str) -> None:
+        """Tell the clients once that trading paused because the database
+        takes no writes, once that it resumed."""
+        if writable:
+            self._publish(messages.trading_resumed())
+            _guarded(self._log, "recording delivered completions", self._mark_delivered, ())
+        else:
+            self._publish(messages.trading_paused(reason))
         self._update_loops()
 
     # -- connections ---------------------------------------------------------
@@ -289,6 +310,8 @@ class AccountSession(Service):
         if not self._broker.available and self._broker.settled:
             reason = getattr(self._broker, "unavailable_reason", "")
             self._send(connection, self._encode(messages.broker_unavailable(reason)))
+        if not self._store.health.writable:
+            self._send(connection, self._encode(messages.trading_paused(self._store.health.fault.reason)))
         d = _guarded(self._log, "delivering stored completions", self._deliver_pending, connection)
         d.addCallback(lambda _: self._update_loops())
         return d
@@ -307,7 +330,7 @@ class AccountSession(Service):
     def idle(self) -> bool:
         """True when nothing is attached, nothing is live and the account does
         not trade alone: the session may be dropped."""
-        return not self._attached and not self._trades and not self.account.always_on
+        return not self._attached and not self._trades and not self.account.always_on and not self._unmarked
 
     @property
     def live_trades(self):
@@ -321,12 +344,30 @@ class AccountSession(Service):
             return
         delivered = []
         for event in pending:
-            if event.id not in sent:
+            if event.id not in sent and event.id not in self._unmarked:
                 sent.add(event.id)
                 self._send(connection, self._encode(event.payload))
             delivered.append(event.id)
         if delivered:
-            await self._store.mark_delivered(delivered)
+            await self._mark_delivered(delivered)
+
+    async def _mark_delivered(self, event_ids) -> None:
+        """Record that these events reached a client, with any whose record
+        failed before. Until recorded they count as delivered here (no
+        connection gets them again); never raises."""
+        self._unmarked.update(event_ids)
+        ids = sorted(self._unmarked)
+        if not ids:
+            return
+        try:
+            await self._store.mark_delivered(ids)
+        except DatabaseFault as e:
+            self._log.info("events {ids} were sent; recording it waits: {error}", ids=ids, error=e)
+            return
+        except Exception:
+            self._log.failure("recording events {ids} as delivered failed; tried again later", ids=ids)
+            return
+        self._unmarked.difference_update(ids)
 
     # -- publishing ----------------------------------------------------------
 
@@ -358,7 +399,7 @@ class AccountSession(Service):
             frame = frame or self._encode(payload)
             self._send(connection, frame)
         if frame is not None:
-            await self._store.mark_delivered([event_id])
+            await self._mark_delivered([event_id])
 
     # -- loop control --------------------------------------------------------
 
@@ -389,7 +430,9 @@ class AccountSession(Service):
     # -- signals and placement -------------------------------------------------
 
     async def _check_signals(self):
-        if self._checking or not self._broker.available:
+        if self._unmarked:
+            await self._mark_delivered(())
+        if self._checking or not self._broker.available or not self._store.health.writable:
             return
         self._checking = True
         try:
@@ -403,7 +446,7 @@ class AccountSession(Service):
                 return
             busy = {t.symbol for t in self._trades.values()}
             for symbol in self.account.symbols:
-                if not (self._active and self._has_room and self.running):
+                if not (self._active and self._has_room and self.running and self._store.health.writable):
                     break
                 if symbol in busy:
                     continue
@@ -453,9 +496,14 @@ class AccountSession(Service):
             self._publish(messages.trade_not_placed(symbol, _reason(e)))
             return False
 
-        trade = await self._store.record_intent(
-            account.id, symbol, signal.side, lot, stop_loss, take_profit, account.phase, account.step
-        )
+        try:
+            trade = await self._store.record_intent(
+                account.id, symbol, signal.side, lot, stop_loss, take_profit, account.phase, account.step
+            )
+        except DatabaseFault as e:  # nothing recorded, so no order
+            self._log.warn("{side} {symbol} not placed: {error}", side=signal.side, symbol=symbol, error=e)
+            self._publish(messages.trade_not_placed(symbol, e.reason))
+            return False
         self._trades[trade.id] = trade
         self._placing.add(trade.id)
         try:
@@ -533,6 +581,8 @@ class AccountSession(Service):
     # -- monitoring ------------------------------------------------------------
 
     async def _monitor(self):
+        if self._unmarked:
+            await self._mark_delivered(())
         for trade in list(self._trades.values()):
             if trade.id in self._placing:
                 continue
@@ -541,7 +591,7 @@ class AccountSession(Service):
                     await self._reconcile(trade)
                 else:
                     await self._watch(trade)
-            except BrokerUnavailable as e:
+            except (BrokerUnavailable, DatabaseFault) as e:
                 self._log.debug(
                     "watching trade {trade_id} ({symbol}): {reason}", trade_id=trade.id, symbol=trade.symbol, reason=e
                 )

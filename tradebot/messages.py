@@ -21,6 +21,8 @@ TRADE_NOT_PLACED = "trade could not be placed"
 INVALID_MESSAGE = "invalid message"
 BROKER_UNAVAILABLE = "broker unavailable"
 BROKER_AVAILABLE = "broker available"
+TRADING_PAUSED = "trading paused"
+TRADING_RESUMED = "trading resumed"
 
 
 def _number(value: Decimal) -> float:
@@ -127,6 +129,18 @@ def broker_unavailable(reason: str) -> dict:
 def broker_available() -> dict:
     """The broker is back after `broker_unavailable`."""
     return {"status": True, "message": BROKER_AVAILABLE, "data": {}}
+
+
+def trading_paused(reason: str) -> dict:
+    """The database takes no writes (`reason`: ``database: disk full``,
+    ``database: locked``...): no new trade is placed until `trading_resumed`;
+    open trades are still reported, and their results sent once stored."""
+    return {"status": False, "message": TRADING_PAUSED, "data": {"reason": reason}}
+
+
+def trading_resumed() -> dict:
+    """The database takes writes again after `trading_paused`."""
+    return {"status": True, "message": TRADING_RESUMED, "data": {}}
 
 
 def invalid_message(error: str) -> dict:

@@ -49,6 +49,7 @@ from tradebot.broker import (
     UnknownSymbol,
     to_cents,
 )
+from tradebot.dbfaults import DatabaseFault
 
 ACCOUNT_CURRENCY = "USD"
 #: The key under which the store keeps this backend's documents.
@@ -696,7 +697,13 @@ class PaperBackend(BrokerBackend):
         return broker
 
     def _changed(self) -> None:
-        self.save().addErrback(lambda f: self._log.failure("saving the paper market failed", f))
+        self.save().addErrback(self._save_failed)
+
+    def _save_failed(self, failure) -> None:
+        if failure.check(DatabaseFault):  # the store says so; the next save writes everything
+            self._log.warn("saving the paper market failed: {error}", error=failure.value)
+        else:
+            self._log.failure("saving the paper market failed", failure)
 
     def save(self):
         """Deferred: the market and every account as they are now saved in one

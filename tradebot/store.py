@@ -7,6 +7,11 @@ them on a dedicated, bounded thread pool and returns Deferreds, so the reactor
 thread never touches the database; `SyncStore` runs the same functions in the
 caller's thread, for the admin command. SQLite runs in WAL mode with a busy
 timeout so the server and the admin command can share one file.
+
+A transaction that fails because the database is locked or unreachable runs
+again for up to the store's retry window; then, or at once for a full disk, a
+read-only database or an I/O error, it raises `DatabaseFault`, and the store's
+`health` says writes fail until a check write works (`tradebot.dbfaults`).
 """
 
 import json
@@ -17,7 +22,8 @@ from typing import Iterable, List, Optional, Tuple
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -25,6 +31,7 @@ from twisted.python.threadpool import ThreadPool
 from tradebot import records
 from tradebot.records import Account, Completion, PendingEvent, TradeRecord
 from tradebot import migrations
+from tradebot.dbfaults import CHECK_INTERVAL, UNREACHABLE, DatabaseFault, WriteHealth, classify
 from tradebot.schema import accounts, broker_state, events, trades
 
 DEFAULT_DB_URL = "sqlite:///tradebot.sqlite"
@@ -44,30 +51,47 @@ class UnknownAccount(StoreError):
     """No account has that name."""
 
 
-def make_engine(url: str) -> sa.engine.Engine:
-    """An engine for `url`. SQLite files get WAL, a busy timeout and foreign
-    keys; connections are pooled (the server uses one thread for SQLite)."""
+#: How long a write waits for a database that is locked or went away (a
+#: restart, a failover) before it gives up: the default retry window.
+RECONNECT_WINDOW = 60.0
+
+#: How long one statement waits for a lock before its transaction is retried
+#: (SQLite's busy timeout, PostgreSQL's lock_timeout), at most.
+LOCK_WAIT = 5.0
+
+
+def make_engine(url: str, lock_wait: float = LOCK_WAIT) -> sa.engine.Engine:
+    """An engine for `url`. SQLite files get WAL, foreign keys and a busy
+    timeout of `lock_wait` seconds; a PostgreSQL session waits as long for a
+    lock (lock_timeout). Connections are pooled (the server uses one thread for
+    SQLite)."""
+    wait_ms = max(1, int(lock_wait * 1000))
     if url.startswith("sqlite"):
         engine = sa.create_engine(
-            url, connect_args={"timeout": 30, "check_same_thread": False}
+            url, connect_args={"timeout": lock_wait, "check_same_thread": False}
         )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={wait_ms}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql":
 
+        @event.listens_for(engine, "connect")
+        def _pg_settings(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"SET lock_timeout = {wait_ms}")
+            cursor.close()
+            dbapi_connection.commit()  # a SET rolled back would be undone
 
-#: How long a write waits for a database server that went away (a restart, a
-#: failover) before it gives up.
-RECONNECT_WINDOW = 60.0
+    return engine
 
 
 class CommitOutcomeUnknown(StoreError):
@@ -75,27 +99,16 @@ class CommitOutcomeUnknown(StoreError):
     not have been applied, so it is not run again."""
 
 
-def _retryable(engine, error: Exception) -> bool:
-    """Whether a transaction that failed with `error` before its commit may
-    simply run again: SQLite's file was locked, or a database server's
-    connection failed or was refused (it rolled the transaction back)."""
-    if engine.dialect.name == "sqlite":
-        return isinstance(error, OperationalError) and (
-            "database is locked" in str(error) or "database is busy" in str(error)
-        )
-    return isinstance(error, (OperationalError, InterfaceError)) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
-    )
-
-
-def run_in_transaction(engine, fn, *args, _on_retry=None, **kwargs):
+def run_in_transaction(engine, fn, *args, _on_retry=None, _retry_window=RECONNECT_WINDOW, **kwargs):
     """Run ``fn(conn, *args, **kwargs)`` in one transaction and return its
-    result. A transaction that fails before its commit because SQLite's file
-    is locked, or because the database server's connection was lost, runs
-    again with back-off for up to `RECONNECT_WINDOW` seconds; a connection
-    lost during the commit raises `CommitOutcomeUnknown`. `_on_retry` (if
-    given) is called before each retry."""
-    deadline = time.monotonic() + RECONNECT_WINDOW
+    result. A transaction that fails before its commit on a transient fault
+    (the database locked, or a database server's connection lost: it rolled
+    the transaction back) runs again with back-off for up to `_retry_window`
+    seconds; then, or at once on a persistent fault (disk full, read-only, I/O
+    error), `DatabaseFault` is raised. A connection lost during the commit
+    raises `CommitOutcomeUnknown`. `_on_retry` (if given) is called before
+    each retry."""
+    deadline = time.monotonic() + _retry_window
     delay = 0.05
     warned = False
     while True:
@@ -106,15 +119,19 @@ def run_in_transaction(engine, fn, *args, _on_retry=None, **kwargs):
                 try:
                     transaction.commit()
                 except DBAPIError as e:
-                    if engine.dialect.name != "sqlite" and _retryable(engine, e):
+                    fault = classify(engine.dialect.name, e)
+                    if engine.dialect.name != "sqlite" and fault is not None and fault.kind == UNREACHABLE:
                         raise CommitOutcomeUnknown(f"the database connection was lost while committing: {e.orig}")
                     raise
                 return result
-        except (OperationalError, InterfaceError, DBAPIError) as e:
-            if not _retryable(engine, e) or time.monotonic() + delay > deadline:
+        except DBAPIError as e:
+            fault = classify(engine.dialect.name, e)
+            if fault is None:
                 raise
-            if not warned and engine.dialect.name != "sqlite":
-                _log.warn("database unreachable ({error}); retrying", error=_first_line(e))
+            if not fault.transient or time.monotonic() + delay > deadline:
+                raise DatabaseFault(fault.kind, _first_line(e)) from e
+            if not warned:
+                _log.warn("database {kind} ({error}); retrying", kind=fault.kind, error=_first_line(e))
                 warned = True
             if _on_retry is not None:
                 _on_retry()
@@ -535,15 +552,35 @@ def thd_save_broker_state(conn, backend: str, documents: dict) -> None:
             conn.execute(broker_state.insert().values(backend=backend, key=key, value=text))
 
 
+#: Where `thd_check_writes` writes: a row of its own in ``broker_state``.
+CHECK_BACKEND, CHECK_KEY = "tradebot", "write-check"
+
+
+def thd_check_writes(conn, now: float) -> None:
+    """A write that always changes a row (the time of the check), so that it
+    needs the space and the lock any other write needs."""
+    thd_save_broker_state(conn, CHECK_BACKEND, {CHECK_KEY: {"checked_at": now}})
+
+
 # -- the two front ends --------------------------------------------------------
 
 
 class _Operations:
     """The store's operations, each running one ``thd_*`` function through
-    ``self.run``: returning a Deferred in `Store`, a value in `SyncStore`."""
+    ``self.run``: returning a Deferred in `Store`, a value in `SyncStore`.
+    `health` says whether the database takes writes."""
+
+    health: WriteHealth
 
     def run(self, fn, *args, **kwargs):
         raise NotImplementedError
+
+    def check_writes(self):
+        """Make a check write; `health` says writes work again if it does."""
+        result = self.run(thd_check_writes, time.time())
+        if isinstance(result, defer.Deferred):
+            return result.addCallback(lambda _: self.health.checked())
+        self.health.checked()
 
     def run_blocking(self, fn, *args):
         """Run ``fn(*args)`` where this store runs its work (not in a
@@ -686,35 +723,55 @@ class _Operations:
 
 class SyncStore(_Operations):
     """The store for a command-line tool: each operation runs in the caller's
-    thread and returns its value."""
+    thread and returns its value. A transient fault is retried for up to
+    `retry_window` seconds; given a `clock`, writes are checked on it while
+    they fail (see `WriteHealth`)."""
 
-    def __init__(self, url: str = DEFAULT_DB_URL):
+    def __init__(self, url: str = DEFAULT_DB_URL, retry_window: float = RECONNECT_WINDOW, clock=None):
         self.url = url
-        self.engine = make_engine(url)
+        self.retry_window = retry_window
+        self.engine = make_engine(url, lock_wait=min(LOCK_WAIT, retry_window))
+        self.health = WriteHealth(self.check_writes, clock, min(CHECK_INTERVAL, retry_window))
 
     def run(self, fn, *args, **kwargs):
-        return run_in_transaction(self.engine, fn, *args, **kwargs)
+        try:
+            return run_in_transaction(self.engine, fn, *args, _retry_window=self.retry_window, **kwargs)
+        except DatabaseFault as e:
+            self.health.failed(e)
+            raise
 
     def run_blocking(self, fn, *args):
         return fn(*args)
 
     def close(self):
-        """Release the database."""
+        """Stop checking writes; release the database."""
+        self.health.stop()
         self.engine.dispose()
 
 
 class Store(_Operations):
     """The store for the server: each operation runs on the store's own thread
     pool (one thread for SQLite, a few for a server database) and returns a
-    Deferred firing with its value. `start` before use, `stop` at shutdown."""
+    Deferred firing with its value. A transient fault is retried for up to
+    `retry_window` seconds; while writes fail, a check write is made every
+    few seconds (`health`). `start` before use, `stop` at shutdown."""
 
-    def __init__(self, url: str = DEFAULT_DB_URL, reactor=None, max_threads: Optional[int] = None, metrics=None):
+    def __init__(
+        self,
+        url: str = DEFAULT_DB_URL,
+        reactor=None,
+        max_threads: Optional[int] = None,
+        metrics=None,
+        retry_window: float = RECONNECT_WINDOW,
+    ):
         if reactor is None:
             from twisted.internet import reactor
         self.url = url
         self.metrics = metrics
+        self.retry_window = retry_window
         self._reactor = reactor
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, lock_wait=min(LOCK_WAIT, retry_window))
+        self.health = WriteHealth(self.check_writes, reactor, min(CHECK_INTERVAL, retry_window))
         if max_threads is None:
             max_threads = 1 if url.startswith("sqlite") else 4
         self._pool = ThreadPool(minthreads=1, maxthreads=max_threads, name="tradebot-db")
@@ -726,11 +783,7 @@ class Store(_Operations):
         return self.prepare()
 
     def run(self, fn, *args, **kwargs):
-        if self.metrics is None:
-            return deferToThreadPool(
-                self._reactor, self._pool, run_in_transaction, self.engine, fn, *args, **kwargs
-            )
-        errors = self.metrics.database_errors
+        errors = None if self.metrics is None else self.metrics.database_errors
         d = deferToThreadPool(
             self._reactor,
             self._pool,
@@ -738,13 +791,16 @@ class Store(_Operations):
             self.engine,
             fn,
             *args,
-            _on_retry=errors.labels(kind="retried").inc,
+            _on_retry=None if errors is None else errors.labels(kind="retried").inc,
+            _retry_window=self.retry_window,
             **kwargs,
         )
 
         def _failed(failure):
-            if not failure.check(StoreError):  # a refusal is an answer, not an error
+            if errors is not None and not failure.check(StoreError):  # a refusal is an answer
                 errors.labels(kind="failed").inc()
+            if failure.check(DatabaseFault):
+                self.health.failed(failure.value)
             return failure
 
         return d.addErrback(_failed)
@@ -763,7 +819,9 @@ class Store(_Operations):
         return deferToThreadPool(self._reactor, self._pool, _ping, self.engine)
 
     def stop(self):
-        """Let queued work finish, release the database, stop the pool."""
+        """Stop checking writes, let queued work finish, release the
+        database, stop the pool."""
+        self.health.stop()
         d = deferToThreadPool(self._reactor, self._pool, self.engine.dispose)
 
         def _stop(_):

@@ -39,6 +39,7 @@ DEFAULTS = {
     "strategy": DEFAULT_STRATEGY,
     "signal-interval": 60.0,
     "monitor-interval": 1.0,
+    "db-retry-window": 60.0,
     "log-format": "text",
     "max-message-size": 4096,
     "message-rate": 10.0,
@@ -57,8 +58,8 @@ DEFAULTS = {
 }
 ENVIRONMENT = {"db": "TRADEBOT_DB", "broker": "TRADEBOT_BROKER"}
 _INTERVALS = (
-    "signal-interval", "monitor-interval", "message-rate", "ping-interval", "ping-timeout", "handshake-timeout",
-    "slow-client-timeout",
+    "signal-interval", "monitor-interval", "db-retry-window", "message-rate", "ping-interval", "ping-timeout",
+    "handshake-timeout", "slow-client-timeout",
 )
 _COUNTS = (
     "max-message-size", "message-burst", "max-connections", "max-connections-per-account",
@@ -80,6 +81,7 @@ class Options(usage.Options):
         ["strategy", None, None, f"Signal strategy, e.g. ma_cross or rsi_reversal [default: {DEFAULTS['strategy']}]."],
         ["signal-interval", None, None, "Seconds between signal checks [default: 60]."],
         ["monitor-interval", None, None, "Seconds between open-trade reports [default: 1]."],
+        ["db-retry-window", None, None, "Seconds a locked or unreachable database is retried before trading pauses [default: 60]."],
         ["admin-port", None, None, "Endpoint for /health and /metrics alone [default: served on --port]."],
         ["log-format", None, None, "Log lines as 'text' or 'json' (one object per line) [default: text]."],
         ["max-message-size", None, None, "Largest client frame or message, bytes [default: 4096]."],
@@ -184,7 +186,7 @@ class TradebotService(MultiService):
         self.config = config
         self.reactor = reactor
         self.metrics = Metrics()
-        self.store = Store(config["db"], reactor, metrics=self.metrics)
+        self.store = Store(config["db"], reactor, metrics=self.metrics, retry_window=config["db-retry-window"])
         self.backend = backend_from_url(config["broker"], store=self.store, reactor=reactor)
         self.backends = Backends(
             self.backend,

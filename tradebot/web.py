@@ -62,8 +62,8 @@ class _PremiumResource(WebSocketResource):
 
 class HealthResource(Resource):
     """``GET /health``: 200 and ``{"status": "ok", ...}`` when the database
-    answers within `HEALTH_TIMEOUT` seconds and every broker can trade; 503
-    and the reasons otherwise."""
+    answers within `HEALTH_TIMEOUT` seconds and takes writes, and every broker
+    can trade; 503 and the reasons otherwise."""
 
     isLeaf = True
     _log = Logger()
@@ -97,7 +97,10 @@ class HealthResource(Resource):
         parts, problems = {}, []
         try:
             await self.store.ping().addTimeout(HEALTH_TIMEOUT, self.clock)
-            parts["database"] = "ok"
+            fault = self.store.health.fault
+            parts["database"] = "ok" if fault is None else f"writes fail: {fault.kind}"
+            if fault is not None:
+                problems.append(f"database: {parts['database']}")
         except defer.TimeoutError:
             parts["database"] = f"no answer within {HEALTH_TIMEOUT:g} s"
             problems.append(f"database: {parts['database']}")
