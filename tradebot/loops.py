@@ -35,6 +35,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tradebot import messages, records
+from tradebot.failpoints import crash_point
 from tradebot.broker import (
     BUY,
     BrokerUnavailable,
@@ -326,6 +327,7 @@ class AccountSession(Service):
                 self._send(connection, self._encode(event.payload))
             delivered.append(event.id)
         if delivered:
+            crash_point("after_delivery", event_ids=",".join(map(str, delivered)))
             await self._store.mark_delivered(delivered)
 
     # -- publishing ----------------------------------------------------------
@@ -358,6 +360,7 @@ class AccountSession(Service):
             frame = frame or self._encode(payload)
             self._send(connection, frame)
         if frame is not None:
+            crash_point("after_delivery", event_ids=event_id)
             await self._store.mark_delivered([event_id])
 
     # -- loop control --------------------------------------------------------
@@ -458,6 +461,7 @@ class AccountSession(Service):
         )
         self._trades[trade.id] = trade
         self._placing.add(trade.id)
+        crash_point("after_intent", trade_id=trade.id)
         try:
             position = await self._broker.open_position(
                 OrderRequest(
@@ -502,6 +506,7 @@ class AccountSession(Service):
             )
             return False
         self._placing.discard(trade.id)
+        crash_point("after_order", trade_id=trade.id, ticket=position.ticket)
         await self._record_fill(trade, position)
         self._publish(messages.trade_placed(symbol))
         return True
@@ -638,6 +643,7 @@ class AccountSession(Service):
             closed.profit,
             closed.close_price,
         )
+        crash_point("after_close", trade_id=trade.id, ticket=closed.ticket)
         completion = await self._store.complete_trade(
             trade.id,
             close_price=closed.close_price,

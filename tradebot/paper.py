@@ -18,6 +18,11 @@ The market and every account are saved through the store (the
 stops, and loaded when it starts, so open paper positions and paper balances
 survive a restart and the market carries on where it stopped.
 
+Like a real broker, the paper broker never tells what it could lose: a fill,
+a close or a balance is answered only once the state holding it is saved. A
+server killed at any moment (kill -9) restarts on a paper account that has
+every position, close and balance its sessions were told of.
+
 URL: ``paper://?seed=7&speed=600&balance=10000&leverage=100`` (all optional).
 """
 
@@ -38,6 +43,7 @@ from tradebot.broker import (
     SELL,
     Broker,
     BrokerBackend,
+    BrokerUnavailable,
     BrokerURL,
     Candles,
     ClosedPosition,
@@ -450,13 +456,14 @@ class PaperMarket:
 class PaperBroker(Broker):
     """One paper trading account on the shared market."""
 
-    def __init__(self, market: PaperMarket, key: str, balance: Decimal, on_change):
+    def __init__(self, market: PaperMarket, key: str, balance: Decimal, on_change, durable=None):
         self.market = market
         self.key = key
         self._balance = to_cents(balance)
         self.positions: Dict[int, _OpenPosition] = {}
         self.closed: "collections.OrderedDict[int, ClosedPosition]" = collections.OrderedDict()
-        self._on_change = on_change
+        self._on_change = on_change  # a position opened: Deferred, fired once saved
+        self._durable = durable or (lambda: defer.succeed(None))  # fired once every change is saved
 
     def free_margin(self) -> Decimal:
         """Balance less the margin of the open positions."""
@@ -477,8 +484,8 @@ class PaperBroker(Broker):
     # -- the Broker interface ---------------------------------------------------
 
     def balance(self):
-        """Deferred[Decimal]: the balance after every close up to now."""
-        return defer.execute(self._now, lambda: self._balance)
+        """Deferred[Decimal]: the balance after every close up to now, once saved."""
+        return self._told(lambda: self._balance)
 
     def symbol(self, name):
         """Deferred[SymbolSpec]; fails with `UnknownSymbol`."""
@@ -522,25 +529,24 @@ class PaperBroker(Broker):
         return d
 
     def position(self, ticket):
-        """Deferred[Optional[Position]]: the open position, or None once closed."""
+        """Deferred[Optional[Position]]: the open position, or None once
+        closed (and the close saved)."""
 
         def _position():
-            self.market.advance()
             position = self.positions.get(ticket)
             return None if position is None else self.market.current(position)
 
-        return defer.execute(_position)
+        return self._told(_position)
 
     def closed_position(self, ticket):
-        """Deferred[Optional[ClosedPosition]]: the result, or None while open."""
-        return defer.execute(self._now, lambda: self.closed.get(ticket))
+        """Deferred[Optional[ClosedPosition]]: the result, once saved; None while open."""
+        return self._told(lambda: self.closed.get(ticket))
 
     def find_by_comment(self, comment, since=None):
         """Deferred: the open or closed position whose order carried `comment`
         (the paper market's state lives with the trades: no older namesake)."""
 
         def _find():
-            self.market.advance()
             for position in self.positions.values():
                 if position.comment == comment:
                     return self.market.current(position)
@@ -549,15 +555,29 @@ class PaperBroker(Broker):
                     return closed
             return None
 
-        return defer.execute(_find)
+        return self._told(_find)
 
     def open_positions(self):
         """Deferred[list of Position]: this account's open positions, oldest first."""
-        return defer.execute(self._now, lambda: [self.market.current(p) for p in self.positions.values()])
+        return self._told(lambda: [self.market.current(p) for p in self.positions.values()])
 
     def _now(self, fn):
         self.market.advance()
         return fn()
+
+    def _told(self, fn):
+        """Deferred: ``fn()`` on the market as it is now, given only once every
+        change up to now (a close it may reveal) is saved; `BrokerUnavailable`
+        if saving failed."""
+        try:
+            value = self._now(fn)
+        except Exception:
+            return defer.fail()
+
+        def _not_saved(failure):
+            raise BrokerUnavailable(f"the paper broker's state could not be saved: {failure.getErrorMessage()}")
+
+        return self._durable().addCallbacks(lambda _: value, _not_saved)
 
     # -- state ------------------------------------------------------------------
 
@@ -624,7 +644,11 @@ class PaperBackend(BrokerBackend):
         self.market: Optional[PaperMarket] = None
         self._accounts: Dict[str, PaperBroker] = {}
         self._saved: dict = {}
-        self._saving = defer.succeed(None)
+        self._saving = defer.succeed(None)  # the chain of saves, one at a time
+        self._queued = None  # callers of the save not yet started
+        self._writing = None  # (changes it holds, callers) of the save under way
+        self._changes = 0  # positions opened or closed so far
+        self._saved_to = 0  # how many of them the store holds
 
     @classmethod
     def from_url(cls, url: BrokerURL, store=None, reactor=None) -> "PaperBackend":
@@ -686,32 +710,62 @@ class PaperBackend(BrokerBackend):
         broker = self._accounts.get(key)
         if broker is None:
             balance = self.default_balance if initial_balance is None else Decimal(initial_balance)
-            broker = self._accounts[key] = PaperBroker(self.market, key, balance, self.save)
+            broker = self._accounts[key] = PaperBroker(self.market, key, balance, self._opened, self.durable)
         return broker
 
+    def _opened(self):
+        self._changes += 1
+        return self.save()
+
     def _changed(self) -> None:
+        self._changes += 1
         self.save().addErrback(lambda f: self._log.failure("saving the paper market failed", f))
 
+    def durable(self):
+        """Deferred: fires once every position opened or closed so far is
+        saved (at once when it is); fails if saving it fails."""
+        if self._saved_to >= self._changes:
+            return defer.succeed(None)
+        if self._writing is not None and self._writing[0] >= self._changes:
+            waiter = defer.Deferred()
+            self._writing[1].append(waiter)
+            return waiter
+        return self.save()
+
     def save(self):
-        """Deferred: the market and every account saved in one transaction,
-        after any save already under way."""
+        """Deferred: the market and every account, as they are when the write
+        starts, saved in one transaction after any save already under way (a
+        save asked for while another waits to start joins it)."""
         if self.store is None:
             return defer.succeed(None)
-        documents = {"market": self.market.save()}
-        for key, broker in self._accounts.items():
-            documents["account:" + key] = broker.save()
+        done = defer.Deferred()
+        if self._queued is not None:
+            self._queued.append(done)
+            return done
+        self._queued = [done]
+        self._saving.addCallback(self._write)
+        return done
 
-        def _write(_):
+    def _write(self, _):
+        waiters, self._queued = self._queued, None
+        changes = self._changes
+        self._writing = (changes, waiters)
+
+        def _save_all():
+            documents = {"market": self.market.save()}
+            for key, broker in self._accounts.items():
+                documents["account:" + key] = broker.save()
             return self.store.save_broker_state(STATE_KEY, documents)
 
-        done = defer.Deferred()
-
         def _settle(result):
-            if isinstance(result, Failure):
-                done.errback(result)
-            else:
-                done.callback(None)
+            self._writing = None
+            if not isinstance(result, Failure):
+                self._saved_to = max(self._saved_to, changes)
+            for waiter in waiters:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(None)
             # the chain itself always carries on, so the next save runs
 
-        self._saving.addCallback(_write).addBoth(_settle)
-        return done
+        return defer.maybeDeferred(_save_all).addBoth(_settle)

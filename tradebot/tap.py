@@ -14,6 +14,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
+from tradebot import failpoints
 from tradebot.broker import backend_from_url, check_url
 from tradebot.limits import Limits, parse_addresses
 from tradebot.loops import SessionManager
@@ -178,6 +179,7 @@ class TradebotService(MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.failpoints = failpoints.armed()  # ValueError on a misspelt one
         self.metrics = Metrics()
         self.store = Store(config["db"], reactor, metrics=self.metrics)
         self.backend = backend_from_url(config["broker"], store=self.store, reactor=reactor)
@@ -242,6 +244,12 @@ class TradebotService(MultiService):
         d.chainDeferred(self.started)
 
     async def _start(self):
+        if self.failpoints:
+            self._log.warn(
+                "fail points armed ({env}): the server kills itself at {points}",
+                env=failpoints.ENVIRONMENT,
+                points=", ".join(sorted(self.failpoints)),
+            )
         await self.store.start()
         await self.backends.start(await self.store.account_broker_urls())
         self.sessions.setServiceParent(self)
