@@ -55,5 +55,5 @@ def crash_point(name: str, **details) -> None:
     if name not in armed():
         return
     shown = " ".join(f"{key}={value}" for key, value in details.items())
-    os.write(2, f"tradebot failpoint {name} reached ({shown}): SIGKILL\n".encode())
+    os.write(2, f"tradebot failpoint {name} ({shown}): killing the process with SIGKILL\n".encode())
     os.kill(os.getpid(), signal.SIGKILL)
