@@ -300,8 +300,12 @@ class TradebotService(MultiService):
         self.metrics.stop()
         self.factory.stop_token_checks()
         yield self.factory.close_all()
+        if self.sessions.running:
+            # not through disownServiceParent: a parent that has stopped running
+            # (above) detaches its child without stopping it
+            yield self.sessions.stopService()
         if self.sessions.parent is self:
-            yield self.sessions.disownServiceParent()
+            self.sessions.disownServiceParent()
         yield self.backends.stop()
         yield self.store.stop()
 

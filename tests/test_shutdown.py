@@ -1,0 +1,105 @@
+"""
+``twistd tradebot`` stopped by SIGTERM (as ``systemctl stop`` does) while an
+order is on its way to the broker: the server stops accepting connections,
+closes its clients with 1001, waits for the order's answer and records the
+fill, exits cleanly, and a restart watches the open trade again without
+sending a new order.
+
+The server is a real process; the MT5 account trades on a fake terminal
+served from this test process, which holds the order's answer back until the
+test has seen the server stop listening.
+"""
+
+import signal
+
+import pytest
+import pytest_twisted
+from twisted.internet import endpoints, error, protocol, reactor
+
+from tradebot import messages, records
+
+from .test_crashes import (  # noqa: F401 (fixtures)
+    PING,
+    add_account,
+    at_terminal,
+    check_completed,
+    close_at_take_profit,
+    completions,
+    mt5_url,
+    orders_sent,
+    servers,
+    stored,
+    terminal,
+    truth,
+)
+from .test_mt5_links import fake_environment
+from .wsclient import connect, message_is
+
+
+async def refused(port):
+    """True if a TCP connection to 127.0.0.1:`port` is refused."""
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
+    try:
+        connection = await endpoint.connect(protocol.Factory.forProtocol(protocol.Protocol))
+    except error.ConnectionRefusedError:
+        return True
+    connection.transport.abortConnection()
+    return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_with_an_order_under_way_closes_clients_records_the_fill_and_the_restart_resumes_it(
+    db_url, capsys, terminal, servers
+):
+    token = add_account(db_url, capsys, "mia", "--broker-url", mt5_url())
+    env = fake_environment(terminal.address)
+    terminal.server.hold("order_send")  # the terminal takes its time over the order
+    order_sent = terminal.server.next_call("order_send")
+
+    first = servers.start(db_url, env=env)
+    await first.listening()
+    client = await connect(first.url(token))
+    client.send(PING)
+    await order_sent.addTimeout(60, reactor)
+    terminal.mover.stop()
+    first.signal("TERM")
+
+    assert await client.closed == 1001
+    # stopping: nothing new is accepted, while the server waits for the order
+    assert await refused(first.port)
+    assert first.running
+    terminal.server.release()
+    assert await first.end() in ((None, signal.SIGTERM), (0, None)), first.output()
+    assert first.logged_errors() == []
+    assert first.records()[-1]["text"] == "Server Shut Down."
+
+    # the fill came back during the shutdown and was recorded
+    _, trades, _ = stored(db_url, "mia")
+    [trade] = [t for t in trades.values() if t.status != records.REFUSED]
+    assert trade.status == records.OPEN, first.output()
+    assert orders_sent(terminal) == [trade.comment]
+    position = [p for p in at_terminal(terminal).positions_get() if p.comment == trade.comment][0]
+    assert position.identifier == trade.ticket
+
+    await terminal.server.idle()
+    second = servers.start(db_url, env=env)
+    await second.listening()
+    again = await connect(second.url(token))
+    again.send(PING)
+    report = await again.wait_for(message_is(messages.ACTIVE_TRADE), timeout=30)
+    assert report["data"]["trade_id"] == trade.id
+    close_at_take_profit(terminal, trade.comment)
+    done = await again.wait_for(message_is(messages.TRADE_COMPLETED, trade_id=trade.id), timeout=30)
+    again.sendClose()
+    await again.closed
+    second.signal("TERM")
+    assert await second.end() in ((None, signal.SIGTERM), (0, None)), second.output()
+    assert second.logged_errors() == []
+
+    account, trades, _ = stored(db_url, "mia")
+    # still the one order: the restart watched the trade, it sent nothing new for it
+    assert orders_sent(terminal) == sorted(t.comment for t in trades.values() if t.ticket is not None)
+    assert trade.comment in orders_sent(terminal)
+    profit, close_price = truth(terminal, trades[trade.id].ticket)
+    check_completed(account, trades[trade.id], done, profit, close_price)
+    assert len(completions(client.received + again.received, trade.id)) == 1
