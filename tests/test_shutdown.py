@@ -32,6 +32,7 @@ from .test_crashes import (  # noqa: F401 (fixtures)
     terminal,
     truth,
 )
+from .test_e2e import add_account as add_paper_account, start_server
 from .test_mt5_links import fake_environment
 from .wsclient import connect, message_is
 
@@ -103,3 +104,20 @@ async def test_sigterm_with_an_order_under_way_closes_clients_records_the_fill_a
     profit, close_price = truth(terminal, trades[trade.id].ticket)
     check_completed(account, trades[trade.id], done, profit, close_price)
     assert len(completions(client.received + again.received, trade.id)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handshake_that_completes_while_the_server_closes_its_connections_is_refused(db_url, capsys):
+    # a connection accepted just before the port closed may finish its
+    # handshake after the others were closed with 1001: it is refused, not
+    # opened to be dropped without a close code when the reactor stops
+    token = add_paper_account(db_url, capsys)
+    service, url = await start_server(db_url)
+    try:
+        before = await connect(url + "?" + token)
+        await service.factory.close_all()
+        assert await before.closed == 1001
+        with pytest.raises(ConnectionError, match="503"):
+            await connect(url + "?" + token)
+    finally:
+        await service.stopService()
