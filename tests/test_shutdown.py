@@ -1,22 +1,27 @@
 """
-``twistd tradebot`` stopped by SIGTERM (as ``systemctl stop`` does) while an
-order is on its way to the broker: the server stops accepting connections,
-closes its clients with 1001, waits for the order's answer and records the
-fill, exits cleanly, and a restart watches the open trade again without
-sending a new order.
+Shutdown. ``twistd tradebot`` stopped by SIGTERM (as ``systemctl stop`` does)
+while an order is on its way to the broker: the server stops accepting
+connections, closes its clients with 1001, waits for the order's answer and
+records the fill, exits cleanly, and a restart watches the open trade again
+without sending a new order. The server is a real process; the MT5 account
+trades on a fake terminal served from this test process, which holds the
+order's answer back until the test has seen the server stop listening.
 
-The server is a real process; the MT5 account trades on a fake terminal
-served from this test process, which holds the order's answer back until the
-test has seen the server stop listening.
+Then the parts on their own: a handshake that completes while the server
+closes its connections, and a session stopped in the middle of its work
+(driven by a Clock on the scripted market).
 """
 
 import signal
+from decimal import Decimal
 
 import pytest
 import pytest_twisted
-from twisted.internet import endpoints, error, protocol, reactor
+from twisted.internet import defer, endpoints, error, protocol, reactor
 
 from tradebot import messages, records
+from tradebot.broker import BUY
+from tradebot.loops import STOP_WAIT
 
 from .test_crashes import (  # noqa: F401 (fixtures)
     PING,
@@ -33,6 +38,7 @@ from .test_crashes import (  # noqa: F401 (fixtures)
     truth,
 )
 from .test_e2e import add_account as add_paper_account, start_server
+from .test_loops import Rig, buy_xauusd
 from .test_mt5_links import fake_environment
 from .wsclient import connect, message_is
 
@@ -121,3 +127,30 @@ async def test_a_handshake_that_completes_while_the_server_closes_its_connection
             await connect(url + "?" + token)
     finally:
         await service.stopService()
+
+
+def test_a_session_stopped_while_it_sizes_an_order_waits_for_that_work_and_sends_no_order(inline_store):
+    rig = Rig(inline_store)
+    buy_xauusd(rig)
+    balance = defer.Deferred()
+    rig.broker.balance = lambda: balance  # the lot is sized on a balance still on its way
+    client = rig.stream()
+    assert client.take()[-1] == messages.signal(BUY, "XAUUSD")
+
+    stopped = rig.session.stopService()
+    assert not stopped.called  # the work under way is waited for
+    balance.callback(Decimal("10000"))
+    assert stopped.called
+    assert rig.broker.orders == [] and rig.trades() == []  # a stopping session starts no trade
+
+
+def test_a_stopping_session_gives_up_on_work_that_never_ends(inline_store):
+    rig = Rig(inline_store)
+    buy_xauusd(rig)
+    rig.broker.balance = lambda: defer.Deferred()  # no answer, ever
+    rig.stream()
+    stopped = rig.session.stopService()
+    rig.clock.advance(STOP_WAIT - 0.1)
+    assert not stopped.called
+    rig.clock.advance(0.1)
+    assert stopped.called
