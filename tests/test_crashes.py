@@ -12,14 +12,14 @@ compared with. The paper broker lives inside the server: its truth is the
 state it saved, read from the database the moment the server died.
 """
 
-import json
 import signal
 from decimal import Decimal
 
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
+from twisted.python.usage import UsageError
 
 from tradebot import messages, records
 from tradebot.cli import main as admin
@@ -27,6 +27,7 @@ from tradebot.paper import STATE_KEY
 from tradebot.plan import load_plan
 from tradebot.schema import events
 from tradebot.store import SyncStore
+from tradebot.tap import Options, makeService
 
 from .serverproc import Servers
 from .test_mt5_links import PATH, Terminal, fake_environment
@@ -285,3 +286,11 @@ async def test_the_paper_broker_has_saved_whatever_it_told_when_the_server_is_ki
     assert len(completions(client.received + again.received, trade_id)) == 1
     assert [r.delivered_at is not None for r in rows if r.trade_id == trade_id] == [True]
 
+
+
+def test_a_misspelt_fail_point_stops_the_server_before_it_starts(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRADEBOT_FAILPOINTS", "after_oder")
+    config = Options()
+    config.parseOptions(["--db", f"sqlite:///{tmp_path}/tradebot.sqlite"])
+    with pytest.raises(UsageError, match="unknown fail point.*after_oder"):
+        makeService(config, reactor)

@@ -26,12 +26,12 @@ from tradebot.loops import STOP_WAIT
 from .test_crashes import (  # noqa: F401 (fixtures)
     PING,
     add_account,
-    at_terminal,
     check_completed,
     close_at_take_profit,
     completions,
     mt5_url,
     orders_sent,
+    position_with,
     servers,
     stored,
     terminal,
@@ -85,8 +85,7 @@ async def test_sigterm_with_an_order_under_way_closes_clients_records_the_fill_a
     [trade] = [t for t in trades.values() if t.status != records.REFUSED]
     assert trade.status == records.OPEN, first.output()
     assert orders_sent(terminal) == [trade.comment]
-    position = [p for p in at_terminal(terminal).positions_get() if p.comment == trade.comment][0]
-    assert position.identifier == trade.ticket
+    assert position_with(terminal, trade.comment).identifier == trade.ticket
 
     await terminal.server.idle()
     second = servers.start(db_url, env=env)
@@ -106,7 +105,7 @@ async def test_sigterm_with_an_order_under_way_closes_clients_records_the_fill_a
     account, trades, _ = stored(db_url, "mia")
     # still the one order: the restart watched the trade, it sent nothing new for it
     assert orders_sent(terminal) == sorted(t.comment for t in trades.values() if t.ticket is not None)
-    assert trade.comment in orders_sent(terminal)
+    assert orders_sent(terminal).count(trade.comment) == 1
     profit, close_price = truth(terminal, trades[trade.id].ticket)
     check_completed(account, trades[trade.id], done, profit, close_price)
     assert len(completions(client.received + again.received, trade.id)) == 1
