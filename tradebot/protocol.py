@@ -12,7 +12,9 @@ size limit with 1009 (by Autobahn), a client sending faster than the rate
 limit with 1008.
 
 The token is checked during the opening handshake: a missing, unknown or
-revoked token gets HTTP 403, any other path 404, and no websocket is opened.
+revoked token gets HTTP 403, any other path 404, and no websocket is opened;
+once the server has begun to shut down (and closed its connections with 1001),
+every handshake gets 503.
 The protocol holds no trading logic: it attaches its connection to the
 account's session and writes what the session publishes.
 """
