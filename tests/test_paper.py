@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from tradebot.broker import BUY, SELL, BrokerURL, OrderRefused, OrderRequest, backend_from_url
+from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, OrderRefused, OrderRequest, backend_from_url
 from tradebot.paper import (
     CATALOG,
     RETCODE_INVALID_STOPS,
@@ -205,3 +206,27 @@ def test_a_fill_is_saved_before_it_is_reported(inline_store):
     # no stop(): the process dies right after the fill was reported
     second = Harness(store=inline_store)
     assert result(second.backend.broker_for("1", Decimal("1")).position(position.ticket)) is not None
+
+
+def test_a_close_is_told_only_once_it_is_saved(inline_store, logged_errors):
+    first = Harness(store=inline_store)
+    request = wide_order(first, "EURUSD", BUY, comment="tb-6", stop=20, take=2000)
+    ticket = result(first.broker.open_position(request)).ticket
+    save = inline_store.save_broker_state
+    inline_store.save_broker_state = lambda *args: defer.fail(OSError("disk full"))
+    while ticket in first.broker.positions:  # the market closes it; saving that fails
+        first.pass_time(1)
+        first.backend.market.advance()
+    assert logged_errors.take(OSError) == 1
+    # neither the close nor the balance it made is told while it is not saved
+    fails_with(first.broker.position(ticket), BrokerUnavailable)
+    fails_with(first.broker.closed_position(ticket), BrokerUnavailable)
+    fails_with(first.broker.balance(), BrokerUnavailable)
+
+    inline_store.save_broker_state = save  # the database takes writes again
+    closed = result(first.broker.closed_position(ticket))
+    # no stop(): the process dies right after the close was told
+    second = Harness(store=inline_store)
+    broker = second.backend.broker_for("1", Decimal("1"))
+    assert result(broker.closed_position(ticket)) == closed
+    assert result(broker.balance()) == Decimal("10000") + closed.profit

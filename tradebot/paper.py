@@ -268,6 +268,7 @@ class PaperMarket:
         if not positions:
             return False
         spread = spec.spread * float(spec.point)
+        closed_any = False
         for position in positions:
             stop, take = float(position.stop_loss), float(position.take_profit)
             if position.side == BUY:
@@ -284,7 +285,8 @@ class PaperMarket:
             else:
                 price, reason, at = position.take_profit, "tp", take_at
             self._close(position, price, float(seconds[at]), reason)
-        return True
+            closed_any = True
+        return closed_any
 
     # -- quotes and money -------------------------------------------------------
 
