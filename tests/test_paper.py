@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 
-from tradebot.broker import BUY, SELL, BrokerURL, OrderRefused, OrderRequest, backend_from_url
+from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, OrderRefused, OrderRequest, backend_from_url
 from tradebot.paper import (
     CATALOG,
     RETCODE_INVALID_STOPS,
@@ -286,3 +286,26 @@ def test_a_write_carries_only_the_accounts_that_changed_and_a_failed_one_carries
     assert result(fresh.broker_for("2", Decimal("1")).balance()) == Decimal("5000")
     assert len(fresh.broker_for("1", Decimal("1")).positions) == 1
     assert other.changed is False
+
+def test_a_close_is_told_only_once_it_is_saved(inline_store, logged_errors):
+    first = Harness(store=inline_store)
+    request = wide_order(first, "EURUSD", BUY, comment="tb-6", stop=20, take=2000)
+    ticket = result(first.broker.open_position(request)).ticket
+    save = inline_store.save_broker_state
+    inline_store.save_broker_state = lambda *args: defer.fail(OSError("disk full"))
+    while ticket in first.broker.positions:  # the market closes it; saving that fails
+        first.pass_time(1)
+        first.backend.market.advance()
+    assert logged_errors.take(OSError) == 1
+    # neither the close nor the balance it made is told while it is not saved
+    fails_with(first.broker.position(ticket), BrokerUnavailable)
+    fails_with(first.broker.closed_position(ticket), BrokerUnavailable)
+    fails_with(first.broker.balance(), BrokerUnavailable)
+
+    inline_store.save_broker_state = save  # the database takes writes again
+    closed = result(first.broker.closed_position(ticket))
+    # no stop(): the process dies right after the close was told
+    second = Harness(store=inline_store)
+    broker = second.backend.broker_for("1", Decimal("1"))
+    assert result(broker.closed_position(ticket)) == closed
+    assert result(broker.balance()) == Decimal("10000") + closed.profit

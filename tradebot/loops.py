@@ -23,7 +23,9 @@ The order of a placement never changes: the intent is recorded (a pending
 trade with the comment its order carries), the order is sent, the fill is
 recorded. A pending trade whose outcome is unknown (the order call failed, or
 the server stopped) is looked up at the broker by its comment before anything
-else is done with it, so no signal is ever traded twice.
+else is done with it, so no signal is ever traded twice. A stopping session
+starts no new order and waits (up to `STOP_WAIT`) for its work under way, so
+a fill or a result on its way to the store gets there before the store closes.
 
 While the database takes no writes (`tradebot.dbfaults`), no new trade is
 placed and the clients are told once each way (trading paused, resumed). A
@@ -41,6 +43,7 @@ from twisted.logger import Logger
 
 from tradebot import messages, records
 from tradebot.dbfaults import DatabaseFault
+from tradebot.failpoints import crash_point
 from tradebot.broker import (
     BUY,
     BrokerUnavailable,
@@ -105,13 +108,15 @@ class _Loop:
     """A restartable `LoopingCall` around a guarded body.
 
     Each start makes a new LoopingCall, so a body still under way from before
-    a stop can never schedule a second round beside the new one."""
+    a stop can never schedule a second round beside the new one. Each round's
+    Deferred goes through `track` (the session counts it as work under way)."""
 
-    def __init__(self, log, what: str, body, clock):
+    def __init__(self, log, what: str, body, clock, track=lambda d: d):
         self._log = log
         self._what = what
         self._body = body
         self._clock = clock
+        self._track = track
         self._call: Optional[LoopingCall] = None
 
     @property
@@ -119,7 +124,7 @@ class _Loop:
         return self._call is not None and self._call.running
 
     def start(self, interval: float, now: bool) -> None:
-        call = LoopingCall(_guarded, self._log, self._what, self._body)
+        call = LoopingCall(lambda: self._track(_guarded(self._log, self._what, self._body)))
         call.clock = self._clock
         self._call = call
         call.start(interval, now=now).addErrback(
@@ -180,10 +185,11 @@ class AccountSession(Service):
         self.ready = defer.Deferred()
 
         self._on_idle = on_idle
+        self._under_way = set()  # Deferreds of the guarded work running now
         # every line carries the account's name (a field of its own in JSON logs)
         self._log = log = AccountLogger(account.name, namespace=type(self)._log.namespace)
-        self._signal_loop = _Loop(log, "signal check", self._check_signals, clock)
-        self._monitor_loop = _Loop(log, "trade monitor", self._monitor, clock)
+        self._signal_loop = _Loop(log, "signal check", self._check_signals, clock, self._track)
+        self._monitor_loop = _Loop(log, "trade monitor", self._monitor, clock, self._track)
 
     # -- service -----------------------------------------------------------
 
@@ -255,12 +261,46 @@ class AccountSession(Service):
         self._update_loops()
 
     def stopService(self):
-        """Stop both loops; live trades stay recorded for the next start."""
+        """Stop both loops and start nothing new; a Deferred that fires once
+        the work under way (an order whose fill is to be recorded, a result
+        being stored) has finished, or after `STOP_WAIT` seconds. Live trades
+        stay recorded for the next start."""
         super().stopService()
         self._broker.unwatch(self._broker_changed)
         self._store.health.unwatch(self._store_changed)
         self._signal_loop.stop()
         self._monitor_loop.stop()
+        if not self._under_way:
+            return defer.succeed(None)
+        finished = defer.Deferred()
+
+        def _gave_up():
+            self._log.warn(
+                "account {name}: stopped with work still under way after {seconds:g} s",
+                name=self.account.name,
+                seconds=STOP_WAIT,
+            )
+            finished.callback(None)
+
+        timer = self._clock.callLater(STOP_WAIT, _gave_up)
+
+        def _done(_):
+            if timer.active():
+                timer.cancel()
+                finished.callback(None)
+
+        defer.DeferredList(list(self._under_way)).addCallback(_done)
+        return finished
+
+    def _track(self, d):
+        """`d` (guarded work, which never fails) is under way until it fires."""
+        self._under_way.add(d)
+
+        def _finished(result):
+            self._under_way.discard(d)
+            return result
+
+        return d.addBoth(_finished)
 
     def _broker_changed(self, available: bool, reason: str) -> None:
         """Tell the clients once that the broker went away, once that it is
@@ -272,7 +312,7 @@ class AccountSession(Service):
             self._broker_lost = False
             self._publish(messages.broker_available())
         if available and self._ready:
-            _guarded(self._log, "adopting open positions", self._adopt)
+            self._track(_guarded(self._log, "adopting open positions", self._adopt))
         self._update_loops()
 
     def _store_changed(self, writable: bool, reason: str) -> None:
@@ -280,7 +320,7 @@ class AccountSession(Service):
         takes no writes, once that it resumed."""
         if writable:
             self._publish(messages.trading_resumed())
-            _guarded(self._log, "recording delivered completions", self._mark_delivered, ())
+            self._track(_guarded(self._log, "recording delivered completions", self._mark_delivered, ()))
         else:
             self._publish(messages.trading_paused(reason))
         self._update_loops()
@@ -312,7 +352,7 @@ class AccountSession(Service):
             self._send(connection, self._encode(messages.broker_unavailable(reason)))
         if not self._store.health.writable:
             self._send(connection, self._encode(messages.trading_paused(self._store.health.fault.reason)))
-        d = _guarded(self._log, "delivering stored completions", self._deliver_pending, connection)
+        d = self._track(_guarded(self._log, "delivering stored completions", self._deliver_pending, connection))
         d.addCallback(lambda _: self._update_loops())
         return d
 
@@ -349,6 +389,7 @@ class AccountSession(Service):
                 self._send(connection, self._encode(event.payload))
             delivered.append(event.id)
         if delivered:
+            crash_point("after_delivery", event_ids=",".join(map(str, delivered)))
             await self._mark_delivered(delivered)
 
     async def _mark_delivered(self, event_ids) -> None:
@@ -399,6 +440,7 @@ class AccountSession(Service):
             frame = frame or self._encode(payload)
             self._send(connection, frame)
         if frame is not None:
+            crash_point("after_delivery", event_ids=event_id)
             await self._mark_delivered([event_id])
 
     # -- loop control --------------------------------------------------------
@@ -496,6 +538,8 @@ class AccountSession(Service):
             self._publish(messages.trade_not_placed(symbol, _reason(e)))
             return False
 
+        if not self.running:
+            return False  # the session stopped while the order was sized: no new order
         try:
             trade = await self._store.record_intent(
                 account.id, symbol, signal.side, lot, stop_loss, take_profit, account.phase, account.step
@@ -506,6 +550,7 @@ class AccountSession(Service):
             return False
         self._trades[trade.id] = trade
         self._placing.add(trade.id)
+        crash_point("after_intent", trade_id=trade.id)
         try:
             position = await self._broker.open_position(
                 OrderRequest(
@@ -550,6 +595,7 @@ class AccountSession(Service):
             )
             return False
         self._placing.discard(trade.id)
+        crash_point("after_order", trade_id=trade.id, ticket=position.ticket)
         await self._record_fill(trade, position)
         self._publish(messages.trade_placed(symbol))
         return True
@@ -688,6 +734,7 @@ class AccountSession(Service):
             closed.profit,
             closed.close_price,
         )
+        crash_point("after_close", trade_id=trade.id, ticket=closed.ticket)
         completion = await self._store.complete_trade(
             trade.id,
             close_price=closed.close_price,
@@ -726,6 +773,9 @@ class AccountSession(Service):
 #: Lookups in a row, one per monitor interval, that must find no trace of an
 #: order before its trade is cancelled as never filled.
 NOT_FOUND_LOOKS = 3
+
+#: Seconds a stopping session waits for its work under way to finish.
+STOP_WAIT = 20.0
 
 
 def _reason(error: Exception) -> str:

@@ -18,6 +18,11 @@ The market and every account are saved through the store (the
 stops, and loaded when it starts, so open paper positions and paper balances
 survive a restart and the market carries on where it stopped.
 
+Like a real broker, the paper broker never tells what it could lose: a fill,
+a close or a balance is answered only once the state holding it is saved. A
+server killed at any moment (kill -9) restarts on a paper account that has
+every position, close and balance its sessions were told of.
+
 URL: ``paper://?seed=7&speed=600&balance=10000&leverage=100`` (all optional).
 """
 
@@ -38,6 +43,7 @@ from tradebot.broker import (
     SELL,
     Broker,
     BrokerBackend,
+    BrokerUnavailable,
     BrokerURL,
     Candles,
     ClosedPosition,
@@ -263,6 +269,7 @@ class PaperMarket:
         if not positions:
             return False
         spread = spec.spread * float(spec.point)
+        closed_any = False
         for position in positions:
             stop, take = float(position.stop_loss), float(position.take_profit)
             if position.side == BUY:
@@ -279,7 +286,8 @@ class PaperMarket:
             else:
                 price, reason, at = position.take_profit, "tp", take_at
             self._close(position, price, float(seconds[at]), reason)
-        return True
+            closed_any = True
+        return closed_any
 
     # -- quotes and money -------------------------------------------------------
 
@@ -452,13 +460,14 @@ class PaperMarket:
 class PaperBroker(Broker):
     """One paper trading account on the shared market."""
 
-    def __init__(self, market: PaperMarket, key: str, balance: Decimal, on_change):
+    def __init__(self, market: PaperMarket, key: str, balance: Decimal, on_change, durable=None):
         self.market = market
         self.key = key
         self._balance = to_cents(balance)
         self.positions: Dict[int, _OpenPosition] = {}
         self.closed: "collections.OrderedDict[int, ClosedPosition]" = collections.OrderedDict()
-        self._on_change = on_change
+        self._on_change = on_change  # a position opened: Deferred, fired once saved
+        self._durable = durable or (lambda: defer.succeed(None))  # fired once every change is saved
         #: True while this account has changes its backend has not yet saved.
         self.changed = True
 
@@ -482,8 +491,8 @@ class PaperBroker(Broker):
     # -- the Broker interface ---------------------------------------------------
 
     def balance(self):
-        """Deferred[Decimal]: the balance after every close up to now."""
-        return defer.execute(self._now, lambda: self._balance)
+        """Deferred[Decimal]: the balance after every close up to now, once saved."""
+        return self._told(lambda: self._balance)
 
     def symbol(self, name):
         """Deferred[SymbolSpec]; fails with `UnknownSymbol`."""
@@ -527,25 +536,24 @@ class PaperBroker(Broker):
         return d
 
     def position(self, ticket):
-        """Deferred[Optional[Position]]: the open position, or None once closed."""
+        """Deferred[Optional[Position]]: the open position, or None once
+        closed (and the close saved)."""
 
         def _position():
-            self.market.advance()
             position = self.positions.get(ticket)
             return None if position is None else self.market.current(position)
 
-        return defer.execute(_position)
+        return self._told(_position)
 
     def closed_position(self, ticket):
-        """Deferred[Optional[ClosedPosition]]: the result, or None while open."""
-        return defer.execute(self._now, lambda: self.closed.get(ticket))
+        """Deferred[Optional[ClosedPosition]]: the result, once saved; None while open."""
+        return self._told(lambda: self.closed.get(ticket))
 
     def find_by_comment(self, comment, since=None):
         """Deferred: the open or closed position whose order carried `comment`
         (the paper market's state lives with the trades: no older namesake)."""
 
         def _find():
-            self.market.advance()
             for position in self.positions.values():
                 if position.comment == comment:
                     return self.market.current(position)
@@ -554,15 +562,29 @@ class PaperBroker(Broker):
                     return closed
             return None
 
-        return defer.execute(_find)
+        return self._told(_find)
 
     def open_positions(self):
         """Deferred[list of Position]: this account's open positions, oldest first."""
-        return defer.execute(self._now, lambda: [self.market.current(p) for p in self.positions.values()])
+        return self._told(lambda: [self.market.current(p) for p in self.positions.values()])
 
     def _now(self, fn):
         self.market.advance()
         return fn()
+
+    def _told(self, fn):
+        """Deferred: ``fn()`` on the market as it is now, given only once every
+        change up to now (a close it may reveal) is saved; `BrokerUnavailable`
+        if saving failed."""
+        try:
+            value = self._now(fn)
+        except Exception:
+            return defer.fail()
+
+        def _not_saved(failure):
+            raise BrokerUnavailable(f"the paper broker's state could not be saved: {failure.getErrorMessage()}")
+
+        return self._durable().addCallbacks(lambda _: value, _not_saved)
 
     # -- state ------------------------------------------------------------------
 
@@ -631,7 +653,9 @@ class PaperBackend(BrokerBackend):
         self._saved: dict = {}
         #: Deferreds of the saves asked for since the write under way began.
         self._save_waiters: List[defer.Deferred] = []
-        self._writing = False
+        self._writing = None  # (changes it holds, its waiters) while a write is under way
+        self._changes = 0  # positions opened or closed so far
+        self._saved_to = 0  # how many of them the store holds
 
     @classmethod
     def from_url(cls, url: BrokerURL, store=None, reactor=None) -> "PaperBackend":
@@ -693,17 +717,33 @@ class PaperBackend(BrokerBackend):
         broker = self._accounts.get(key)
         if broker is None:
             balance = self.default_balance if initial_balance is None else Decimal(initial_balance)
-            broker = self._accounts[key] = PaperBroker(self.market, key, balance, self.save)
+            broker = self._accounts[key] = PaperBroker(self.market, key, balance, self._opened, self.durable)
         return broker
 
+    def _opened(self):
+        self._changes += 1
+        return self.save()
+
     def _changed(self) -> None:
+        self._changes += 1
         self.save().addErrback(self._save_failed)
 
     def _save_failed(self, failure) -> None:
-        if failure.check(DatabaseFault):  # the store says so; the next save writes everything
+        if failure.check(DatabaseFault):  # the store says so; the next save writes what changed
             self._log.warn("saving the paper market failed: {error}", error=failure.value)
         else:
             self._log.failure("saving the paper market failed", failure)
+
+    def durable(self):
+        """Deferred: fires once every position opened or closed so far is
+        saved (at once when it is); fails if saving it fails."""
+        if self._saved_to >= self._changes:
+            return defer.succeed(None)
+        if self._writing is not None and self._writing[0] >= self._changes:
+            waiter = defer.Deferred()
+            self._writing[1].append(waiter)
+            return waiter
+        return self.save()
 
     def save(self):
         """Deferred: the market and every account as they are now saved in one
@@ -718,16 +758,16 @@ class PaperBackend(BrokerBackend):
             return defer.succeed(None)
         waiter = defer.Deferred()
         self._save_waiters.append(waiter)
-        if not self._writing:
+        if self._writing is None:
             self._write_next()
         return waiter
 
     def _write_next(self) -> None:
         waiters, self._save_waiters = self._save_waiters, []
         if not waiters:
-            self._writing = False
             return
-        self._writing = True
+        changes = self._changes
+        self._writing = (changes, waiters)
         # the market always; of the accounts, only those that changed
         changed = [broker for broker in self._accounts.values() if broker.changed]
         try:
@@ -740,9 +780,12 @@ class PaperBackend(BrokerBackend):
             written = defer.fail()
 
         def _settle(result):
+            self._writing = None
             if isinstance(result, Failure):
                 for broker in changed:
                     broker.changed = True  # the next write carries them again
+            else:
+                self._saved_to = max(self._saved_to, changes)
             for waiter in waiters:
                 if isinstance(result, Failure):
                     waiter.errback(result)

@@ -12,7 +12,9 @@ size limit with 1009 (by Autobahn), a client sending faster than the rate
 limit with 1008.
 
 The token is checked during the opening handshake: a missing, unknown or
-revoked token gets HTTP 403, any other path 404, and no websocket is opened.
+revoked token gets HTTP 403, any other path 404, and no websocket is opened;
+once the server has begun to shut down (and closed its connections with 1001),
+every handshake gets 503.
 The protocol holds no trading logic: it attaches its connection to the
 account's session and writes what the session publishes.
 """
@@ -119,6 +121,7 @@ class PremiumProtocol(WebSocketServerProtocol):
         return d
 
     async def _authenticate(self, request):
+        self._refuse_if_closing()
         gate = self.factory.gatekeeper
         self._ip = gate.client_ip(self.transport.getPeer().host, request.headers.get("x-forwarded-for"))
         try:
@@ -146,9 +149,14 @@ class PremiumProtocol(WebSocketServerProtocol):
             gate.check_account(account.id, self._ip)
         except Refused as e:
             raise ConnectionDeny(e.status, e.reason)
+        self._refuse_if_closing()  # the server began to shut down during the lookup
         self._account = account
         self._token_hash = token_hash
         return None
+
+    def _refuse_if_closing(self):
+        if self.factory.closing:
+            raise ConnectionDeny(ConnectionDeny.SERVICE_UNAVAILABLE, "Service Unavailable")
 
     def _deny_logged(self, failure):
         if not failure.check(ConnectionDeny):
@@ -349,6 +357,7 @@ class PremiumFactory(WebSocketServerFactory):
         self.sessions = sessions
         self.clock = clock
         self.connections = set()
+        self.closing = False  # set by close_all: the server is shutting down
         self.gatekeeper = Gatekeeper(limits, clock)
         # browsers send Origin: only these may connect, if any are listed (the apps send none)
         self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
@@ -405,7 +414,9 @@ class PremiumFactory(WebSocketServerFactory):
 
     def close_all(self, timeout: float = 3.0):
         """Deferred: every open connection closed with 1001, those that do not
-        finish the closing handshake in `timeout` seconds dropped."""
+        finish the closing handshake in `timeout` seconds dropped. From now
+        on every handshake is refused (503), even one begun before."""
+        self.closing = True
         closing = []
         for connection in list(self.connections):
             timer = self.clock.callLater(timeout, _drop_if_open, connection)

@@ -14,6 +14,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
+from tradebot import failpoints
 from tradebot.broker import backend_from_url, check_url
 from tradebot.limits import Limits, parse_addresses
 from tradebot.loops import SessionManager
@@ -185,6 +186,7 @@ class TradebotService(MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.failpoints = failpoints.armed()  # ValueError on a misspelt one
         self.metrics = Metrics()
         self.store = Store(config["db"], reactor, metrics=self.metrics, retry_window=config["db-retry-window"])
         self.backend = backend_from_url(config["broker"], store=self.store, reactor=reactor)
@@ -251,6 +253,12 @@ class TradebotService(MultiService):
         d.chainDeferred(self.started)
 
     async def _start(self):
+        if self.failpoints:
+            self._log.warn(
+                "fail points armed ({env}): the server kills itself at {points}",
+                env=failpoints.ENVIRONMENT,
+                points=", ".join(sorted(self.failpoints)),
+            )
         await self.store.start()
         await self.backends.start(await self.store.accounts_with_own_broker())
         self.sessions.setServiceParent(self)
@@ -301,8 +309,12 @@ class TradebotService(MultiService):
         self.metrics.stop()
         self.factory.stop_token_checks()
         yield self.factory.close_all()
+        if self.sessions.running:
+            # not through disownServiceParent: a parent that has stopped running
+            # (above) detaches its child without stopping it
+            yield self.sessions.stopService()
         if self.sessions.parent is self:
-            yield self.sessions.disownServiceParent()
+            self.sessions.disownServiceParent()
         yield self.backends.stop()
         yield self.store.stop()
 

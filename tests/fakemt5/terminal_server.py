@@ -4,7 +4,8 @@ Serves a `FakeTerminal` to the fake ``MetaTrader5`` module of other processes
 
 `TerminalServer.hold()` stops answering (every call, or calls to the functions
 named), as a terminal stuck in an IPC call does, until `release()`; the held
-calls are then answered in order.
+calls are then answered in order. `next_call(name)` and `idle()` let a test
+wait for a call, or for every process using the terminal to be gone.
 """
 
 import json
@@ -46,6 +47,16 @@ def decode(value):
 class _TerminalPipe(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 1 << 24
+
+    def connectionMade(self):
+        self.factory.pipes.add(self)
+
+    def connectionLost(self, reason=None):
+        self.factory.pipes.discard(self)
+        if not self.factory.pipes:
+            waiters, self.factory.idle_waiters = self.factory.idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def lineReceived(self, line):
         request = json.loads(line)
@@ -94,6 +105,8 @@ class TerminalServer(protocol.ServerFactory):
         self.waiters = {}
         self.gate = None
         self.held = ()
+        self.pipes = set()  # the modules connected now
+        self.idle_waiters = []
 
     def received(self, name):
         """Deferred that fires once a call to `name` has arrived (at once if
@@ -102,6 +115,22 @@ class TerminalServer(protocol.ServerFactory):
             return defer.succeed(None)
         waiter = defer.Deferred()
         self.waiters.setdefault(name, []).append(waiter)
+        return waiter
+
+    def next_call(self, name):
+        """Deferred that fires when the next call to `name` arrives (calls
+        made before are not counted)."""
+        waiter = defer.Deferred()
+        self.waiters.setdefault(name, []).append(waiter)
+        return waiter
+
+    def idle(self):
+        """Deferred that fires once no module is connected (at once if none
+        is): every process that used the terminal has let go of it."""
+        if not self.pipes:
+            return defer.succeed(None)
+        waiter = defer.Deferred()
+        self.idle_waiters.append(waiter)
         return waiter
 
     def hold(self, *names):
