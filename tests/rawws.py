@@ -116,7 +116,7 @@ class RawClient(protocol.Protocol):
                 self.answers.put(("pong", payload))
 
     def connectionLost(self, reason):
-        if not self.open.called:
+        if self.send_handshake and not self.open.called:
             self.open.errback(HandshakeRefused("connection closed during the handshake"))
         self.answers.put(("lost", None))
         self.ended.callback(reactor.seconds())

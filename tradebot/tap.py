@@ -226,7 +226,7 @@ class TradebotService(MultiService):
         if config.get("admin-port"):
             self.site = make_site(self.factory, store=self.store)
             self.admin_endpoint = endpoints.serverFromString(reactor, config["admin-port"])
-            self.admin_site = make_admin_site(health, self.metrics)
+            self.admin_site = make_admin_site(health, self.metrics, head_timeout=config["handshake-timeout"])
         else:
             self.site = make_site(self.factory, health=health, metrics=self.metrics, store=self.store)
             self.admin_endpoint = self.admin_site = None
