@@ -279,6 +279,7 @@ async def check(client, case):
         elif what == "pong":
             assert answer == ("pong", expected), (case.kind, answer)
         else:
+            assert not isinstance(answer, dict), (case.kind, "answered, not closed", answer)
             if answer[0] == "close":
                 assert answer[1] in expected, (case.kind, answer, unmasked_payload(case.data))
                 answer = await _answer(client, case)
