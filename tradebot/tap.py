@@ -84,7 +84,7 @@ class Options(usage.Options):
         ["message-burst", None, None, "Client messages in a burst [default: 20]."],
         ["ping-interval", None, None, "Seconds between websocket pings [default: 30]."],
         ["ping-timeout", None, None, "Seconds a ping may wait for its pong [default: 20]."],
-        ["handshake-timeout", None, None, "Seconds the websocket handshake may take [default: 10]."],
+        ["handshake-timeout", None, None, "Seconds a client has to send its request (the websocket handshake) [default: 10]."],
         ["max-connections", None, None, "Open websockets in all; past it, HTTP 503 [default: 10000]."],
         ["max-connections-per-account", None, None, "Open websockets of one account; past it, 429 [default: 20]."],
         ["max-connections-per-ip", None, None, "Open websockets from one address; past it, 429 [default: 100]."],
