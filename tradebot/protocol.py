@@ -8,8 +8,10 @@ Client frames are text frames holding one JSON object:
 
 Anything else is answered with one ``invalid message`` error and the connection
 stays open. A binary frame is closed with 1003, a frame or message over the
-size limit with 1009 (by Autobahn), a client sending faster than the rate
-limit with 1008.
+size limit with 1009, invalid UTF-8 with 1007, any other breach of the
+websocket protocol with 1002 (all three by Autobahn), a client sending faster
+than the rate limit with 1008. Those closes fail the connection: the TCP
+connection ends right after the close frame, without waiting for the client's.
 
 The token is checked during the opening handshake: a missing, unknown or
 revoked token gets HTTP 403, any other path 404, and no websocket is opened;
@@ -102,6 +104,43 @@ class PremiumProtocol(WebSocketServerProtocol):
         waiter = self.when_closed()
         self.close_with(CLOSE_GOING_AWAY, "server shutting down")
         return waiter
+
+    def fail_with(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): send the close frame, then
+        end the TCP connection at once (see `_hang_up`)."""
+        self.close_with(code, reason)
+        self._hang_up(code, reason)
+
+    def _fail_connection(self, code=CLOSE_GOING_AWAY, reason="going away"):
+        # Autobahn fails a connection here (a protocol violation, invalid
+        # UTF-8, a frame or message over the size limit): it sends its close
+        # frame, then would wait closeHandshakeTimeout for the client's reply.
+        super()._fail_connection(code, reason)
+        self._hang_up(code, reason)
+
+    def _protocol_violation(self, reason):
+        super()._protocol_violation(reason)
+        return True  # stop reading the client's bytes: the connection is failed
+
+    def _invalid_payload(self, reason):
+        super()._invalid_payload(reason)
+        return True
+
+    def _hang_up(self, code: int, reason: str) -> None:
+        # A client that breaks the protocol may never answer the close frame:
+        # close the TCP connection as soon as the close frame is written
+        # (loseConnection flushes it first), and read nothing more of what it
+        # sent (RFC 6455 7.1.7), not even a close frame, which Autobahn would
+        # take for the reply and abort on, discarding ours. Autobahn stays
+        # CLOSING, so its closing handshake timer still aborts a client that
+        # does not read.
+        if self.state != self.STATE_CLOSING or self.transport is None:
+            return
+        self.droppedByMe = True
+        self.wasNotCleanReason = f"failed the connection ({code}): {reason}"
+        self.data = b""  # Autobahn's buffer of received bytes not yet parsed
+        self.transport.unregisterProducer()  # a paused producer would hold the close back
+        self.transport.loseConnection()
 
     def close_with(self, code: int, reason: str) -> None:
         """Start the closing handshake with a protocol close code (1001,
@@ -208,11 +247,11 @@ class PremiumProtocol(WebSocketServerProtocol):
     def onMessage(self, payload, isBinary):
         """Dispatch ping and stop; answer anything else with an error."""
         if isBinary:
-            self.close_with(CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted")
+            self.fail_with(CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted")
             return
         if not self._rate.allow():
             self._log.info("closing a connection of {name}: too many messages", name=self._account.name)
-            self.close_with(CLOSE_POLICY_VIOLATION, "too many messages")
+            self.fail_with(CLOSE_POLICY_VIOLATION, "too many messages")
             return
         command, error = parse_command(payload)
         if error is not None:

@@ -90,7 +90,7 @@ class Options(usage.Options):
         ["message-burst", None, None, "Client messages in a burst [default: 20]."],
         ["ping-interval", None, None, "Seconds between websocket pings [default: 30]."],
         ["ping-timeout", None, None, "Seconds a ping may wait for its pong [default: 20]."],
-        ["handshake-timeout", None, None, "Seconds the websocket handshake may take [default: 10]."],
+        ["handshake-timeout", None, None, "Seconds a client has to send its request (the websocket handshake) [default: 10]."],
         ["slow-client-timeout", None, None, "Seconds a client may stay behind on its messages before it is closed [default: 60]."],
         ["max-waiting-messages", None, None, "Messages held back for a client behind; past it, it is closed [default: 1000]."],
         ["max-connections", None, None, "Open websockets in all; past it, HTTP 503 [default: 10000]."],
@@ -237,7 +237,7 @@ class TradebotService(MultiService):
         if config.get("admin-port"):
             self.site = make_site(self.factory, store=self.store)
             self.admin_endpoint = endpoints.serverFromString(reactor, config["admin-port"])
-            self.admin_site = make_admin_site(health, self.metrics)
+            self.admin_site = make_admin_site(health, self.metrics, head_timeout=config["handshake-timeout"])
         else:
             self.site = make_site(self.factory, health=health, metrics=self.metrics, store=self.store)
             self.admin_endpoint = self.admin_site = None

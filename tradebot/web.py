@@ -2,7 +2,8 @@
 The HTTP side: one `Site` whose resource tree carries the websocket at
 ``/ws/check/premium/`` and, unless they have an admin port of their own,
 ``/health`` and ``/metrics``; every other path is 404. Access lines are logged
-without query strings, so a token never reaches a log.
+without query strings, so a token never reaches a log. A client must send each
+request's line and headers (a websocket's opening handshake) within a deadline.
 """
 
 import json
@@ -13,6 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import pages
 from twisted.web.resource import Resource
+from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tradebot.metrics import CONTENT_TYPE_LATEST
@@ -21,12 +23,77 @@ from tradebot.tokens import hash_token, token_matches
 #: Seconds /health waits for the database before calling it unreachable.
 HEALTH_TIMEOUT = 5.0
 
+#: Seconds a client has to send a whole request head, unless the Site is told.
+REQUEST_HEAD_TIMEOUT = 10.0
+
+
+class HeadDeadlineChannel(HTTPChannel):
+    """An HTTP channel that drops a client which has not sent a whole request
+    head (request line and headers) within `head_timeout` seconds of
+    connecting, or of the end of its previous request. Twisted's idle timeout
+    starts again with every byte, so a client trickling its request would
+    otherwise hold the connection for ever; so would one that sends nothing
+    for a minute. Once the head has come, a websocket's handshake is bounded
+    by Autobahn's own opening handshake timeout."""
+
+    _log = Logger()
+    head_timeout = REQUEST_HEAD_TIMEOUT
+    _deadline = None
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._start_deadline()
+
+    def allHeadersReceived(self):
+        self._stop_deadline()
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        if self.persistent:  # before: the next request may already be buffered
+            self._start_deadline()
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def _start_deadline(self):
+        self._stop_deadline()
+        self._deadline = self.callLater(self.head_timeout, self._too_late)
+
+    def _stop_deadline(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_late(self):
+        self._deadline = None
+        self._log.info(
+            "dropping a connection from {peer}: no whole request within {timeout:g} s",
+            peer=getattr(self.transport.getPeer(), "host", "?"),
+            timeout=self.head_timeout,
+        )
+        self.transport.abortConnection()
+
 
 class RedactingSite(Site):
-    """A Site that logs each request's method, path (query removed) and status."""
+    """A Site that logs each request's method, path (query removed) and
+    status, and drops a client slower than `head_timeout` seconds to send a
+    request head (`HeadDeadlineChannel`)."""
 
     _log = Logger()
     noisy = False
+    protocol = HeadDeadlineChannel
+
+    def __init__(self, resource, head_timeout: float = REQUEST_HEAD_TIMEOUT, **kwargs):
+        super().__init__(resource, **kwargs)
+        self.head_timeout = head_timeout
+
+    def buildProtocol(self, addr):
+        """A `HeadDeadlineChannel` with this Site's deadline."""
+        channel = super().buildProtocol(addr)
+        channel.head_timeout = self.head_timeout
+        return channel
 
     def log(self, request):
         path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
@@ -273,7 +340,8 @@ def make_site(websocket_factory, health=None, metrics=None, store=None) -> Site:
     """The server's Site: the premium websocket, with or without its trailing
     slash, `health` at /health and `metrics` at /metrics when given, the
     dashboard at / with its files under /static/ and, given the `store`, its
-    API at /api/trades; 404 elsewhere."""
+    API at /api/trades; 404 elsewhere. A request head must come within the
+    websocket's opening handshake timeout."""
     root = _Branch()
     root.putChild(b"", _StaticFile(_dashboard_file("index.html"), b"text/html; charset=utf-8"))
     static = _Branch()
@@ -290,14 +358,14 @@ def make_site(websocket_factory, health=None, metrics=None, store=None) -> Site:
     ws.putChild(b"check", check)
     check.putChild(b"premium", _PremiumResource(websocket_factory))
     _add_admin(root, health, metrics)
-    return RedactingSite(root)
+    return RedactingSite(root, head_timeout=websocket_factory.openHandshakeTimeout)
 
 
-def make_admin_site(health, metrics) -> Site:
+def make_admin_site(health, metrics, head_timeout: float = REQUEST_HEAD_TIMEOUT) -> Site:
     """A Site of its own for /health and /metrics (the admin port)."""
     root = _Branch()
     _add_admin(root, health, metrics)
-    return RedactingSite(root)
+    return RedactingSite(root, head_timeout=head_timeout)
 
 
 def _add_admin(root, health, metrics) -> None:
