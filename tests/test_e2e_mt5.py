@@ -27,10 +27,11 @@ def terminal(monkeypatch):
     terminal = Terminal()
     for key, value in fake_environment(terminal.address).items():
         monkeypatch.setenv(key, value)
-    mover = task.LoopingCall(terminal.fake.advance, 1800)
+    terminal.mover = mover = task.LoopingCall(terminal.fake.advance, 1800)
     mover.start(0.5)
     yield terminal
-    mover.stop()
+    if mover.running:
+        mover.stop()
     pytest_twisted.blockon(terminal.stop())
 
 
@@ -125,6 +126,9 @@ async def test_a_restart_settles_what_happened_at_the_terminal_while_the_server_
         client = await connect(url + "?" + token)
         client.send({"msg": "ping"})
         placed = await client.wait_for(message_is(messages.TRADE_PLACED), timeout=60)
+        # the market holds still until the trader's close below, so the trade
+        # cannot meet its stop or target first
+        terminal.mover.stop()
         client.sendClose()
         await client.closed
     finally:
@@ -147,6 +151,7 @@ async def test_a_restart_settles_what_happened_at_the_terminal_while_the_server_
         "magic": 234000 + account_id, "comment": "tb-9999", "type_filling": 1,
     })
     assert orphan.retcode == 10009
+    terminal.mover.start(0.5)
 
     service, url = await start_server(db_url, signal_interval="0.3", monitor_interval="0.2")
     try:
