@@ -436,7 +436,7 @@ def test_fixed_stops_pushed_to_least_distance():
 
 def test_default_strategy_is_known():
     assert DEFAULT_STRATEGY in STRATEGY_NAMES
-    assert set(STRATEGY_NAMES) == {"ma_cross", "rsi_reversal"}
+    assert set(STRATEGY_NAMES) == {"ma_cross", "rsi_reversal", "bollinger_breakout", "http"}
     assert strategy_from_name(DEFAULT_STRATEGY).name == DEFAULT_STRATEGY
 
 
@@ -470,7 +470,7 @@ def test_stops_by_name():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("astrology", r"unknown strategy 'astrology' \(known: ma_cross, rsi_reversal\)"),
+        ("astrology", r"unknown strategy 'astrology' \(known: ma_cross, rsi_reversal, bollinger_breakout, http\)"),
         ("", "unknown strategy ''"),
         ("MA_CROSS", "unknown strategy 'MA_CROSS'"),
         ("ma_cross:speed=3", r"unknown parameter 'speed' in 'ma_cross:speed=3' \(known: fast, slow, stops, atr"),
