@@ -15,14 +15,14 @@ After a timeout or a connection error the provider is left alone for `retry`
 seconds (every check meanwhile is "no signal" at once), so a provider that is
 down costs a session one timeout, not one per symbol.
 
-The URL may carry a secret in its userinfo or query string: it is only ever
-logged or shown through `redact_url`.
+The URL may carry a secret in its userinfo (sent as Basic authentication) or
+its query string: it is only ever logged or shown through `redact_url`.
 """
 
 import collections
 import json
-from typing import Optional
-from urllib.parse import urlsplit
+from typing import Optional, Tuple
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 from treq.client import HTTPClient
@@ -59,15 +59,22 @@ def redact_url(url: str) -> str:
     return shown + ("?***" if parts.query else "")
 
 
-def _check_url(url: str) -> None:
+def _split_credentials(url: str) -> Tuple[str, Optional[Tuple[str, str]]]:
+    """(`url` without its userinfo, (user, password) from it or None); a
+    ValueError, not naming the URL, unless it is http(s) with a host."""
     try:
         parts = urlsplit(url)
         host, _ = parts.hostname, parts.port
     except ValueError:
-        host = None
-        parts = None
+        host = parts = None
     if parts is None or parts.scheme not in ("http", "https") or not host:
         raise ValueError("the http strategy's url must be an http:// or https:// URL with a host")
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    return bare, (unquote(user), unquote(password))
 
 
 class _QuietFactory(_HTTP11ClientFactory):
@@ -160,27 +167,33 @@ class HttpStrategy:
     symbol's signal on its last `candles` completed bars, waiting at most
     `timeout` seconds; an answer without stops gets them from `stops`.
     `evaluate` returns a Deferred that never fails: a provider that cannot
-    be asked, or answers badly, is "no signal"."""
+    be asked, or answers badly, is "no signal".
+
+    Requests go through `reactor` (default: the global one, looked up when
+    first needed); timeouts, the pause after a failure and the log's rate
+    are timed by `clock` (default: the reactor)."""
 
     name = "http"
     asynchronous = True
     _log = Logger()
 
-    def __init__(self, url: str, stops=None, reactor=None, timeout: float = 5.0, candles: int = 100, retry: float = 30.0):
-        _check_url(url)
+    def __init__(
+        self, url: str, stops=None, reactor=None, timeout: float = 5.0, candles: int = 100, retry: float = 30.0, clock=None
+    ):
+        self._url, self._auth = _split_credentials(url.strip())
         if not 0 < timeout <= 300:
             raise ValueError("the http strategy's timeout must be more than 0 and at most 300 seconds")
         if not 1 <= candles <= 5000:
             raise ValueError("the http strategy's candles must be from 1 to 5000")
         if not 0 <= retry <= 3600:
             raise ValueError("the http strategy's retry must be from 0 to 3600 seconds")
-        self._url = url.strip()
         self.shown_url = redact_url(url)
         self.stops = AtrStops() if stops is None else stops
         self.timeout = timeout
         self.candles = candles
         self.retry = retry
         self._given_reactor = reactor
+        self._clock = clock
         self._pool = None
         self._http = None
         self._answers = collections.OrderedDict()  # (symbol, digits, bars, last bar time) -> (verdict,) or Shared
@@ -202,9 +215,14 @@ class HttpStrategy:
             self._given_reactor = reactor
         return self._given_reactor
 
+    @property
+    def clock(self):
+        """What times the requests, the pause after a failure and the log."""
+        return self._reactor if self._clock is None else self._clock
+
     def seconds(self) -> float:
-        """The reactor's time (the clock the complaints are timed by)."""
-        return self._reactor.seconds()
+        """The clock's time."""
+        return self.clock.seconds()
 
     @property
     def candles_needed(self) -> int:
@@ -240,22 +258,31 @@ class HttpStrategy:
 
     async def _ask(self, candles, spec):
         symbol = candles.symbol
-        now = self._reactor.seconds()
+        now = self.seconds()
         if self._quiet_until is not None and now < self._quiet_until:
             return None
         body = json.dumps(self._question(candles, spec)).encode()
         self.requests += 1
         exchange = defer.ensureDeferred(self._exchange(body))
-        exchange.addTimeout(self.timeout, self._reactor)
+        expired = []
+
+        def _expire():
+            expired.append(True)
+            exchange.cancel()
+
+        timer = self.clock.callLater(self.timeout, _expire)
         try:
             code, answer = await exchange
-        except defer.TimeoutError:
-            return self._unreachable("timeout", symbol, f"no answer within {self.timeout:g} s")
         except BadSignal as e:
             self._complain("malformed", symbol, str(e))
             return None
         except Exception:
+            if expired:
+                return self._unreachable("timeout", symbol, f"no answer within {self.timeout:g} s")
             return self._unreachable("connection", symbol, _describe(Failure()))
+        finally:
+            if timer.active():
+                timer.cancel()
         if code != 200:
             self._complain("status", symbol, f"answered HTTP {code}")
             return None
@@ -274,7 +301,7 @@ class HttpStrategy:
 
     def _unreachable(self, kind: str, symbol: str, reason: str) -> None:
         if self.retry > 0:
-            self._quiet_until = self._reactor.seconds() + self.retry
+            self._quiet_until = self.seconds() + self.retry
             reason += f"; not asked again for {self.retry:g} s"
         self._complain(kind, symbol, reason)
         return None
@@ -305,6 +332,7 @@ class HttpStrategy:
             headers={b"content-type": [b"application/json"], b"accept": [b"application/json"]},
             allow_redirects=False,
             unbuffered=True,
+            auth=self._auth,  # the URL's userinfo, as Basic authentication
         )
         reader = _Body(MAX_BODY)
         response.deliverBody(reader)
