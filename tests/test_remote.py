@@ -69,11 +69,17 @@ class Provider(Resource):
         self.hanging = []
         self._arrivals = []
 
+    respond = None  # question -> (code, body), instead of the default
+
     def render_POST(self, request):
-        self.requests.append(json.loads(request.content.read()))
+        question = json.loads(request.content.read())
+        self.requests.append(question)
         self.headers.append((request.getHeader(b"content-type"), request.getHeader(b"authorization")))
         self.uris = getattr(self, "uris", []) + [request.uri]
-        answer = self.answers.pop(0) if self.answers else self.default
+        if self.answers:
+            answer = self.answers.pop(0)
+        else:
+            answer = self.respond(question) if self.respond is not None else self.default
         if answer is HANG:
             self.hanging.append(request)
         arrivals, self._arrivals = self._arrivals, []

@@ -262,9 +262,15 @@ class WebhookResource(Resource):
         super().__init__()
         self.alerts = alerts
 
-    def render_POST(self, request):
+    def render(self, request):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return self._error(request, 405, "POST an alert")
+        return super().render(request)
+
+    def render_POST(self, request):
         if len(request.postpath) != 1 or not request.postpath[0]:
             return self._error(request, 404, "unknown webhook")
         secret = request.postpath[0].decode("utf-8", "replace")
