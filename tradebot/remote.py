@@ -196,7 +196,7 @@ class HttpStrategy:
         self._clock = clock
         self._pool = None
         self._http = None
-        self._answers = collections.OrderedDict()  # (symbol, digits, bars, last bar time) -> (verdict,) or Shared
+        self._answers = collections.OrderedDict()  # (symbol, digits, bars, last bar) -> (verdict,) or Shared
         self._quiet_until = None
         self._complain = _Complaints(self._log, self, self.shown_url)
         #: Requests sent, for tests and benchmarks.
@@ -234,7 +234,8 @@ class HttpStrategy:
         candles, asked once per symbol and last bar whoever asks."""
         if len(candles) == 0:
             return defer.succeed(None)
-        key = (candles.symbol, spec.digits, len(candles), float(candles.time[-1]))
+        # the last bar's close too: two brokers' bars of the same minute differ
+        key = (candles.symbol, spec.digits, len(candles), float(candles.time[-1]), float(candles.close[-1]))
         known = self._answers.get(key)
         if isinstance(known, Shared):
             return known.wait()
