@@ -355,6 +355,45 @@ def test_set_changes_the_given_settings(run, store):
     assert account.symbols == ("GBPUSD", "USDJPY") and account.max_open_trades == 4
 
 
+def test_webhook_secret_printed_once_stored_as_a_hash_and_removed(run, db_url, store):
+    from tradebot import alerts
+
+    add(run, "alice")
+    code, out, err = run("account", "set", "alice", "--webhook")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    secret = lines[-1]
+    assert "shown once" in lines[-2] and "/webhook/SECRET" in lines[-2]
+    assert len(secret) >= 32
+    # only its hash is in the database
+    assert secret not in repr(snapshot(db_url))
+    [(account, stored)] = store.run(alerts.thd_subscribers, hash_token(secret))
+    assert account.name == "alice" and stored == hash_token(secret)
+    assert "webhook:         subscribed" in run("account", "show", "alice")[1]
+    # a new secret replaces the old one
+    code, out, _ = run("account", "set", "alice", "--webhook")
+    newer = out.strip().splitlines()[-1]
+    assert newer != secret
+    assert store.run(alerts.thd_subscribers, hash_token(secret)) == []
+    assert len(store.run(alerts.thd_subscribers, hash_token(newer))) == 1
+    # removed
+    code, out, _ = run("account", "set", "alice", "--no-webhook")
+    assert code == 0 and "webhook removed" in out and newer not in out
+    assert store.run(alerts.thd_subscribers, hash_token(newer)) == []
+    assert "webhook:         none" in run("account", "show", "alice")[1]
+    code, out, _ = run("account", "set", "alice", "--no-webhook")
+    assert code == 0 and "had no webhook" in out
+
+
+def test_webhook_options_are_refused_together_or_for_an_unknown_account(run, db_url):
+    add(run, "alice")
+    before = snapshot(db_url)
+    assert_refused(*run("account", "set", "alice", "--webhook", "--no-webhook"), "not allowed with")
+    code, out, err = run("account", "set", "nobody", "--webhook")
+    assert code == 2 and "no account named 'nobody'" in err and out == ""
+    assert snapshot(db_url) == before
+
+
 @pytest.mark.parametrize(
     "args, word",
     [

@@ -15,11 +15,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from twisted.internet import reactor
 
-from tradebot import migrations
+from tradebot import alerts, migrations
 from tradebot.cli import main as admin
 from tradebot.schema import metadata
 from tradebot.store import SyncStore, make_engine
 from tradebot.tap import Options, makeService
+from tradebot.tokens import hash_token
 
 
 def first_schema_database(db_url):
@@ -108,7 +109,7 @@ def test_a_database_at_0002_gains_the_encrypted_password_column_and_keeps_every_
     engine.dispose()
     before = rows(db_url)
     assert admin(["--db", db_url, "db", "upgrade"]) == 0
-    assert "from schema 0002 to 0003" in capsys.readouterr().out
+    assert f"from schema 0002 to {migrations.head()}" in capsys.readouterr().out
     after = rows(db_url)
     assert [row[:-1] for row in after["accounts"]] == before["accounts"]
     assert after["accounts"][0][-1] == "None"
@@ -116,6 +117,34 @@ def test_a_database_at_0002_gains_the_encrypted_password_column_and_keeps_every_
     account = store.account_by_name("mia")
     store.close()
     assert account.broker == "mt5://?login=5" and not account.has_broker_password
+
+
+def test_a_database_at_0003_gains_the_webhook_and_alert_tables_and_keeps_every_row(db_url, capsys):
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(migrations._config(conn), "0003")
+        conn.execute(sa.text(
+            "INSERT INTO accounts (id, name, token_hash, symbols, plan, phase, step, balance, "
+            "max_open_trades, always_on, created_at, broker_password_encrypted) VALUES "
+            "(1, 'zoe', 'ef56', 'EURUSD,XAUUSD', 'default', 1, 1, '7000', 1, :t, 1.5, 'gAAAA')"
+        ), {"t": True})
+    engine.dispose()
+    before = rows(db_url)
+    assert admin(["--db", db_url, "db", "upgrade"]) == 0
+    assert "from schema 0003 to 0004" in capsys.readouterr().out
+    assert rows(db_url) == before
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM webhooks")).scalar() == 0
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM alerts")).scalar() == 0
+    engine.dispose()
+    # the account can subscribe to a webhook now
+    assert admin(["--db", db_url, "account", "set", "zoe", "--webhook"]) == 0
+    secret = capsys.readouterr().out.strip().splitlines()[-1]
+    store = SyncStore(db_url)
+    [(account, _)] = store.run(alerts.thd_subscribers, hash_token(secret))
+    store.close()
+    assert account.name == "zoe" and account.balance == Decimal("7000")
 
 
 def test_a_new_database_is_created_by_any_command(db_url, capsys):

@@ -19,10 +19,13 @@ from tradebot.strategies import (
     DEFAULT_STRATEGY,
     STRATEGY_NAMES,
     AtrStops,
+    BollingerBreakout,
     FixedStops,
     MovingAverageCross,
     RsiReversal,
     Signal,
+    StopsRejected,
+    signal_with_stops,
     strategy_from_name,
 )
 
@@ -176,6 +179,39 @@ def test_rsi_default_period_is_14():
     assert ((values[14:] >= 0) & (values[14:] <= 100)).all()
 
 
+def reference_recursion(values, period, alpha):
+    """The textbook recursion, one value at a time: the seed is the mean of
+    the first `period` values, then y = (1 - alpha) * y + alpha * x."""
+    out = [NAN] * len(values)
+    if len(values) < period:
+        return out
+    y = sum(values[:period]) / period
+    out[period - 1] = y
+    for i in range(period, len(values)):
+        y = (1 - alpha) * y + alpha * values[i]
+        out[i] = y
+    return out
+
+
+@pytest.mark.parametrize("period", [1, 2, 3, 14, 200])
+def test_recursive_averages_on_a_long_series_equal_the_textbook_recursion(period):
+    # long enough for many of the blocks the vectorised computation works in
+    values = list(np.round(1.1 + np.cumsum(np.random.default_rng(3).normal(0, 0.0003, 20000)), 5))
+    for function, alpha in ((indicators.wilder, 1 / period), (indicators.ema, 2 / (period + 1))):
+        actual = function(values, period)
+        expected = reference_recursion(values, period, alpha)
+        assert list(np.isnan(actual)) == list(np.isnan(expected))
+        defined = ~np.isnan(np.asarray(expected))
+        assert list(actual[defined]) == pytest.approx(list(np.asarray(expected)[defined]), rel=1e-12)
+
+
+def test_wilder_on_gains_with_long_runs_of_zeros():
+    # RSI feeds Wilder's smoothing runs of zeros (no gain): the average decays
+    # by (1 - 1/period) a bar, exactly as the recursion says
+    values = [3.0, 0.0, 0.0] + [0.0] * 5000 + [6.0]
+    assert_series(indicators.wilder(values, 3), reference_recursion(values, 3, 1 / 3))
+
+
 # bar  high  low   close  previous close  true range
 #  0   10    8     9      -               10 - 8 = 2
 #  1   11    9.5   10.5   9               max(1.5, |11 - 9| = 2, |9.5 - 9| = 0.5) = 2
@@ -205,6 +241,145 @@ def test_atr_is_wilder_smoothed_true_range():
     # period 2: first = (2 + 2) / 2 = 2, then (2 + 3.5)/2 = 2.75,
     # (2.75 + 3.5)/2 = 3.125, (3.125 + 0.75)/2 = 1.9375
     assert_series(indicators.atr(HIGH, LOW, CLOSE, 2), [NAN, 2, 2.75, 3.125, 1.9375])
+
+
+def test_bollinger_bands_use_the_population_standard_deviation():
+    # SERIES = 2, 4, 6, 10, 5, 3; period 3, width 2
+    # window 2 4 6:  mean 4,    deviations -2 0 2:           variance (4 + 0 + 4) / 3 = 8/3
+    # window 4 6 10: mean 20/3, deviations -8/3 -2/3 10/3:   variance (64 + 4 + 100) / 9 / 3 = 56/9
+    # window 6 10 5: mean 7,    deviations -1 3 -2:          variance (1 + 9 + 4) / 3 = 14/3
+    # window 10 5 3: mean 6,    deviations 4 -1 -3:          variance (16 + 1 + 9) / 3 = 26/3
+    # (divided by 3, the period: the population deviation; the sample one divides by 2)
+    means = [4, 20 / 3, 7, 6]
+    deviations = [np.sqrt(8 / 3), np.sqrt(56 / 9), np.sqrt(14 / 3), np.sqrt(26 / 3)]
+    middle, upper, lower = indicators.bollinger(SERIES, 3, 2)
+    assert_series(middle, [NAN, NAN] + means)
+    assert_series(upper, [NAN, NAN] + [m + 2 * d for m, d in zip(means, deviations)])
+    assert_series(lower, [NAN, NAN] + [m - 2 * d for m, d in zip(means, deviations)])
+    # width 1; too short a series is all NaN; a flat one has bands on the mean
+    assert_series(indicators.bollinger(SERIES, 3, 1)[1], [NAN, NAN] + [m + d for m, d in zip(means, deviations)])
+    assert np.isnan(indicators.bollinger([1.0, 2.0], 3, 2)[1]).all()
+    _, upper, lower = indicators.bollinger([1.1] * 5, 3, 2)
+    assert_series(upper, [NAN, NAN, 1.1, 1.1, 1.1])
+    with pytest.raises(ValueError):
+        indicators.bollinger(SERIES, 0)
+
+
+# -- Bollinger breakout --------------------------------------------------------------
+
+# closes 1 2 1 2 1 5, period 3, width 1:
+#   bar 4, window 1 2 1: mean 4/3, variance (1/9 + 4/9 + 1/9) / 3 = 2/9, deviation 0.4714:
+#          upper 4/3 + 0.4714 = 1.8047; the close 1 is inside
+#   bar 5, window 2 1 5: mean 8/3, variance (4/9 + 25/9 + 49/9) / 3 = 78/27, deviation 1.6997:
+#          upper 8/3 + 1.6997 = 4.3663; the close 5 is above: a breakout up
+BREAKOUT_UP = [1, 2, 1, 2, 1, 5]
+# mirrored: 5 4 5 4 5 1, bar 4 lower 14/3 - 0.4714 = 4.1953 (close 5 inside),
+# bar 5 window 4 5 1 lower 10/3 - 1.6997 = 1.6337, the close 1 is below
+BREAKOUT_DOWN = [5, 4, 5, 4, 5, 1]
+
+
+def bollinger(**kwargs) -> BollingerBreakout:
+    return BollingerBreakout(**{"period": 3, "width": 1.0, "stops": FIXED, **kwargs})
+
+
+def test_bollinger_breakout_buy_and_sell_on_the_last_bar():
+    assert bollinger().evaluate(candles(BREAKOUT_UP), EURUSD) == Signal(BUY, Decimal("0.00200"), Decimal("0.00400"))
+    assert bollinger().evaluate(candles(BREAKOUT_DOWN), EURUSD) == Signal(SELL, Decimal("0.00200"), Decimal("0.00400"))
+
+
+def test_bollinger_breakout_only_on_the_bar_that_crosses():
+    # one bar after the breakout, further up, window 1 5 20:
+    # mean 26/3, deviations -23/3 -11/3 34/3, variance (529 + 121 + 1156) / 9 / 3 = 1806/27,
+    # deviation 8.178, upper 26/3 + 8.178 = 16.85 < 20. Above the band on this bar
+    # and on the one before (5 > 4.3663): no new breakout.
+    assert bollinger().evaluate(candles(BREAKOUT_UP + [20]), EURUSD) is None
+    # a close that stays inside the band: 1 2 1 2 1 2
+    assert bollinger().evaluate(candles([1, 2, 1, 2, 1, 2]), EURUSD) is None
+
+
+def test_bollinger_breakout_needs_the_width():
+    # width 2: the upper band of bar 5 is 8/3 + 2 * 1.6997 = 6.066 > 5, no breakout
+    assert bollinger(width=2).evaluate(candles(BREAKOUT_UP), EURUSD) is None
+
+
+def test_bollinger_breakout_flat_market_and_too_few_candles():
+    assert bollinger().evaluate(candles([1.1] * 30), EURUSD) is None
+    assert bollinger().evaluate(candles(BREAKOUT_UP[-3:]), EURUSD) is None  # period + 1 closes are needed
+
+
+def test_bollinger_breakout_with_atr_stops():
+    # ranges of 20 points, then the breakout bar: the ATR(3) stops of the same candles
+    close = np.array(BREAKOUT_UP, dtype=float) * 0.001 + 1.1
+    c = candles(close, close + 0.0001, close - 0.0001)
+    signal = bollinger(stops=AtrStops(period=3)).evaluate(c, EURUSD)
+    stop, take = AtrStops(period=3).distances(c, EURUSD)
+    assert signal == Signal(BUY, stop, take)
+
+
+def test_bollinger_breakout_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="period >= 2"):
+        BollingerBreakout(period=1)
+    with pytest.raises(ValueError, match="width > 0"):
+        BollingerBreakout(width=0)
+
+
+# -- stops given as prices, and signals built from given stops --------------------------
+
+
+def test_levels_from_distances_are_widened_to_the_stops_level():
+    # floor: (stops level 5 + spread 10) points = 0.00015
+    assert Signal(BUY, Decimal("0.00100"), Decimal("0.00010")).levels(Decimal("1.10000"), EURUSD) == (
+        Decimal("1.09900"),
+        Decimal("1.10015"),
+    )
+    assert Signal(SELL, Decimal("0.00100"), Decimal("0.00200")).levels(Decimal("1.10000"), EURUSD) == (
+        Decimal("1.10100"),
+        Decimal("1.09800"),
+    )
+
+
+def test_levels_from_prices_are_rounded_and_checked_against_the_entry():
+    buy = Signal(BUY, stop_price=Decimal("1.0950004"), take_price=Decimal("1.11"))
+    assert buy.levels(Decimal("1.10000"), EURUSD) == (Decimal("1.09500"), Decimal("1.11000"))
+    sell = Signal(SELL, stop_price=Decimal("1.11"), take_distance=Decimal("0.00300"))
+    assert sell.levels(Decimal("1.10000"), EURUSD) == (Decimal("1.11000"), Decimal("1.09700"))
+    # on the wrong side, or closer than the stops level plus spread (0.00015)
+    for signal, message in (
+        (Signal(BUY, stop_price=Decimal("1.10100"), take_distance=Decimal(1)), "stop loss 1.10100 is not below the entry price 1.10000 by at least 0.00015"),
+        (Signal(BUY, stop_price=Decimal("1.09990"), take_distance=Decimal(1)), "stop loss 1.09990 is not below"),
+        (Signal(BUY, stop_distance=Decimal(1), take_price=Decimal("1.09")), "take profit 1.09000 is not above"),
+        (Signal(SELL, stop_price=Decimal("1.0990"), take_distance=Decimal(1)), "stop loss 1.09900 is not above"),
+        (Signal(SELL, stop_distance=Decimal(1), take_price=Decimal("1.10010")), "take profit 1.10010 is not below"),
+    ):
+        with pytest.raises(StopsRejected, match=message):
+            signal.levels(Decimal("1.10000"), EURUSD)
+    # exactly the stops level away is enough
+    at_floor = Signal(BUY, stop_price=Decimal("1.09985"), take_price=Decimal("1.10015"))
+    assert at_floor.levels(Decimal("1.10000"), EURUSD) == (Decimal("1.09985"), Decimal("1.10015"))
+
+
+def test_a_signal_has_each_stop_as_a_distance_or_a_price():
+    with pytest.raises(ValueError, match="stop loss is a distance or a price"):
+        Signal(BUY, take_distance=Decimal(1))
+    with pytest.raises(ValueError, match="take profit is a distance or a price"):
+        Signal(BUY, Decimal(1), Decimal(1), take_price=Decimal(2))
+    with pytest.raises(ValueError, match="more than 0"):
+        Signal(BUY, Decimal(0), Decimal(1))
+
+
+def test_signal_with_stops_takes_the_missing_ones_from_the_helper():
+    c = steady_range(20)  # ATR(3) 20 points: stops 30 and 60 points
+    atr = AtrStops(period=3)
+    assert signal_with_stops(BUY, atr, c, EURUSD) == Signal(BUY, Decimal("0.00030"), Decimal("0.00060"))
+    assert signal_with_stops(SELL, atr, c, EURUSD, stop_price=Decimal("1.2")) == Signal(
+        SELL, stop_price=Decimal("1.2"), take_distance=Decimal("0.00060")
+    )
+    # given distances are rounded to the point and kept clear of the stops level
+    assert signal_with_stops(BUY, atr, None, EURUSD, stop_distance=Decimal("0.000504"), take_distance=Decimal("0.0000001")) == Signal(
+        BUY, Decimal("0.00050"), Decimal("0.00016")
+    )
+    # the helper is needed but has no stops yet (too few candles): no signal
+    assert signal_with_stops(BUY, atr, steady_range(20, count=2), EURUSD, stop_price=Decimal(1)) is None
 
 
 # -- moving average cross -----------------------------------------------------------
@@ -434,9 +609,21 @@ def test_fixed_stops_pushed_to_least_distance():
 # -- by name ------------------------------------------------------------------------
 
 
+def test_bollinger_breakout_by_name():
+    assert strategy_from_name("bollinger_breakout") == BollingerBreakout(period=20, width=2.0, stops=AtrStops())
+    assert strategy_from_name("bollinger_breakout:period=10,width=1.5,stops=fixed,sl_points=150") == BollingerBreakout(
+        period=10, width=1.5, stops=FixedStops(150, 400)
+    )
+    assert strategy_from_name("bollinger_breakout").name == "bollinger_breakout"
+    with pytest.raises(ValueError, match="width must be a finite number"):
+        strategy_from_name("bollinger_breakout:width=inf")
+    with pytest.raises(ValueError, match="unknown parameter 'fast'"):
+        strategy_from_name("bollinger_breakout:fast=3")
+
+
 def test_default_strategy_is_known():
     assert DEFAULT_STRATEGY in STRATEGY_NAMES
-    assert set(STRATEGY_NAMES) == {"ma_cross", "rsi_reversal"}
+    assert set(STRATEGY_NAMES) == {"ma_cross", "rsi_reversal", "bollinger_breakout", "http"}
     assert strategy_from_name(DEFAULT_STRATEGY).name == DEFAULT_STRATEGY
 
 
@@ -470,7 +657,7 @@ def test_stops_by_name():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("astrology", r"unknown strategy 'astrology' \(known: ma_cross, rsi_reversal\)"),
+        ("astrology", r"unknown strategy 'astrology' \(known: ma_cross, rsi_reversal, bollinger_breakout, http\)"),
         ("", "unknown strategy ''"),
         ("MA_CROSS", "unknown strategy 'MA_CROSS'"),
         ("ma_cross:speed=3", r"unknown parameter 'speed' in 'ma_cross:speed=3' \(known: fast, slow, stops, atr"),
@@ -523,6 +710,10 @@ def test_candles_needed_values():
     assert RsiReversal().candles_needed == 4 * 14 + 2 == 58
     assert RsiReversal(period=3, stops=AtrStops(period=20)).candles_needed == 80
     assert RsiReversal(period=3, stops=FIXED).candles_needed == 14
+    # max(period + 1, 4 * ATR period)
+    assert BollingerBreakout().candles_needed == max(20 + 1, 4 * 14) == 56
+    assert BollingerBreakout(period=80).candles_needed == 81
+    assert BollingerBreakout(period=5, stops=FIXED).candles_needed == 6
 
 
 @pytest.mark.parametrize(
@@ -535,6 +726,8 @@ def test_candles_needed_values():
         "rsi_reversal",
         "rsi_reversal:period=5,atr=30",
         "rsi_reversal:stops=fixed,period=3",
+        "bollinger_breakout",
+        "bollinger_breakout:period=10,width=1.5,stops=fixed",
     ],
 )
 def test_candles_needed_is_enough(text):
@@ -548,6 +741,8 @@ def test_candles_needed_is_enough(text):
         # What the strategy reads is defined on exactly `needed` candles...
         if isinstance(strategy, MovingAverageCross):
             assert np.isfinite(indicators.sma(c.close, strategy.slow)[-2])
+        elif isinstance(strategy, BollingerBreakout):
+            assert np.isfinite(indicators.bollinger(c.close, strategy.period, strategy.width)[1][-2])
         else:
             assert np.isfinite(indicators.rsi(c.close, strategy.period)[-2])
         if isinstance(strategy.stops, AtrStops):

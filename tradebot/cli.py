@@ -11,7 +11,8 @@ Every command checks its arguments before it opens the database: a refused
 command prints one ``tradebot: error: ...`` line on stderr, exits with 2 and
 writes nothing. A token is printed only by ``account add``, ``account
 rotate-token`` and ``demo``, alone on the last line (``demo`` also prints it
-inside the client URL), and never logged.
+inside the client URL), and never logged; so is a webhook secret, by
+``account set --webhook``.
 
 A broker password is read from standard input (``--broker-password-stdin``),
 never from the command line, and stored only encrypted under the key in
@@ -23,13 +24,14 @@ import json
 import os
 import re
 import sys
+import time
 from decimal import Decimal, InvalidOperation
 from typing import Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tradebot import credentials, migrations
+from tradebot import alerts, credentials, migrations
 from tradebot.dbfaults import DatabaseFault
 from tradebot.migrations import SchemaError
 from tradebot.store import DEFAULT_DB_URL, StoreError, SyncStore
@@ -367,6 +369,7 @@ def cmd_account_show(args, store) -> int:
         ("always on", plain(account.always_on)),
         ("broker", account.broker or "the server's (--broker)"),
         ("broker password", "stored, encrypted" if account.has_broker_password else "none stored"),
+        ("webhook", "subscribed" if store.run(alerts.thd_has_webhook, account.id) else "none"),
         ("revoked", plain(account.revoked)),
     ]
     for label, value in fields:
@@ -404,7 +407,18 @@ def cmd_account_set(args, store) -> int:
     if args.changes.get("broker_password_encrypted") is not None:
         check_password_broker(args.changes.get("broker", _existing(store, args.name).broker))
     account = store.update_account(args.name, args.changes)
+    if args.webhook is False:
+        had = store.run(alerts.thd_clear_webhook, account.name)
+        print(f"account {account.name}: webhook removed" if had else f"account {account.name}: had no webhook")
     print(f"account {account.name} updated")
+    if args.webhook:
+        secret = new_token()
+        store.run(alerts.thd_set_webhook, account.name, hash_token(secret), time.time())
+        _print_token(
+            f"account {account.name}: webhook secret (shown once, only its hash is stored; "
+            "alerts go to POST /webhook/SECRET, any former secret no longer works):",
+            secret,
+        )
     return 0
 
 
@@ -669,6 +683,15 @@ def build_parser() -> argparse.ArgumentParser:
     password.add_argument(
         "--clear-broker-password", action="store_true", help="remove the stored broker password"
     )
+    webhook = set_.add_mutually_exclusive_group()
+    webhook.add_argument(
+        "--webhook",
+        dest="webhook",
+        action="store_true",
+        default=None,
+        help="subscribe to a new webhook (POST /webhook/SECRET) and print its secret",
+    )
+    webhook.add_argument("--no-webhook", dest="webhook", action="store_false", help="remove the webhook")
     acts.add_parser(
         "reencrypt",
         help=f"encrypt every stored broker password again under the first key of ${credentials.KEY_ENV}",
@@ -735,10 +758,11 @@ def check_args(args) -> None:
             )
         if args.clear_broker_password:
             changes["broker_password_encrypted"] = None
-        if not changes and not args.broker_password_stdin:
+        if not changes and not args.broker_password_stdin and args.webhook is None:
             raise CommandError(
                 "account set: nothing to change (give --symbols, --plan, --max-open-trades, "
-                "--always-on, --no-always-on, --broker-url, --broker-password-stdin or --clear-broker-password)"
+                "--always-on, --no-always-on, --broker-url, --broker-password-stdin, --clear-broker-password, "
+                "--webhook or --no-webhook)"
             )
         if "symbols" in changes:
             check_known_symbols(changes["symbols"], changes.get("broker") or args.broker)

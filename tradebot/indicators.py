@@ -46,16 +46,34 @@ def _check_period(period: int) -> None:
 
 
 def _recursive(x: np.ndarray, period: int, alpha: float) -> np.ndarray:
+    """``y[p-1] = mean(x[:p])``, then ``y[i] = (1 - alpha) * y[i-1] + alpha * x[i]``,
+    computed a block at a time without a Python loop per value: inside a block
+    that starts after a known ``y[s]``,
+    ``y[s+j] = keep**j * (y[s] + alpha * sum(keep**-k * x[s+k] for k in 1..j))``,
+    the blocks short enough that ``keep**-j`` stays far from overflow."""
     out = np.full(x.shape, np.nan)
     if len(x) < period:
         return out
-    value = x[:period].mean()
-    out[period - 1] = value
+    out[period - 1] = x[:period].mean()
     keep = 1.0 - alpha
-    for i in range(period, len(x)):
-        value = keep * value + alpha * x[i]
-        out[i] = value
+    if keep == 0.0:  # alpha 1: the series itself
+        out[period:] = x[period:]
+        return out
+    block = max(1, min(_MAX_BLOCK, int(_MAX_GROWTH / -np.log(keep))))
+    powers = keep ** np.arange(1, block + 1, dtype=np.float64)
+    start = period - 1
+    while start < len(x) - 1:
+        values = x[start + 1 : start + 1 + block]
+        grow = powers[: len(values)]
+        out[start + 1 : start + 1 + len(values)] = grow * (out[start] + alpha * np.cumsum(values / grow))
+        start += len(values)
     return out
+
+
+#: ``keep ** -block`` is at most e**_MAX_GROWTH (about 1e43), and a block holds
+#: at most _MAX_BLOCK values.
+_MAX_GROWTH = 100.0
+_MAX_BLOCK = 4096
 
 
 def rsi(close, period: int = 14) -> np.ndarray:
@@ -90,3 +108,23 @@ def atr(high, low, close, period: int = 14) -> np.ndarray:
     """Wilder's Average True Range: the first value the average of the
     first `period` true ranges, then Wilder's smoothing."""
     return wilder(true_range(high, low, close), period)
+
+
+def bollinger(close, period: int = 20, width: float = 2.0):
+    """Bollinger Bands: (middle, upper, lower), the middle the simple moving
+    average of `period` closes and the bands `width` standard deviations
+    above and below it. The standard deviation is the *population* one over
+    the window (divided by `period`, not period - 1), as TradingView's
+    ``ta.stdev`` and MT5's Bollinger Bands compute it; NaN for the first
+    period-1 values."""
+    if period < 1:
+        raise ValueError("period must be at least 1")
+    x = _floats(close)
+    middle = sma(x, period)
+    deviation = np.full(x.shape, np.nan)
+    if len(x) >= period:
+        windows = np.lib.stride_tricks.sliding_window_view(x, period)
+        # from the same window means as `middle`, so the bands are symmetric about it
+        centred = windows - middle[period - 1 :, None]
+        deviation[period - 1 :] = np.sqrt((centred * centred).mean(axis=1))
+    return middle, middle + width * deviation, middle - width * deviation

@@ -54,6 +54,7 @@ from tradebot.broker import (
     to_cents,
 )
 from tradebot.records import Account, TradeRecord
+from tradebot.strategies import StopsRejected
 
 
 class AccountLogger(Logger):
@@ -155,8 +156,10 @@ class AccountSession(Service):
         encode: Callable[[dict], object] = messages.encode,
         on_idle: Optional[Callable[[], None]] = None,
         metrics=None,
+        alerts=None,
     ):
         self.name = f"account-{account.id}"
+        self._alerts = alerts  # queued webhook alerts (tradebot.alerts), taken before the strategy
         self._metrics = metrics
         self.account = account
         self._store = store
@@ -495,7 +498,13 @@ class AccountSession(Service):
                 self._publish(messages.checking(symbol))
                 try:
                     spec = await self._broker.symbol(symbol)
-                    signal = await self._market.signal(self._broker, symbol, spec, self._strategy)
+                    signal = None
+                    if self._alerts is not None:
+                        signal = await self._alerts.signal(
+                            self.account.id, symbol, spec, self._market, self._broker, self._strategy
+                        )
+                    if signal is None:
+                        signal = await self._market.signal(self._broker, symbol, spec, self._strategy)
                 except BrokerUnavailable as e:
                     self._log.info("signal checks paused: {reason}", reason=e)
                     break
@@ -517,19 +526,16 @@ class AccountSession(Service):
         try:
             tick = await self._broker.tick(symbol)
             entry = tick.ask if signal.side == BUY else tick.bid
-            direction = 1 if signal.side == BUY else -1
             # no closer than the broker's stops level from the closing price, so
             # the lot is sized on the stop the broker will accept
-            floor = (spec.stops_level + spec.spread) * spec.point
-            stop_loss = spec.round_price(entry - direction * max(signal.stop_distance, floor))
-            take_profit = spec.round_price(entry + direction * max(signal.take_distance, floor))
+            stop_loss, take_profit = signal.levels(entry, spec)
             loss_per_lot = -await self._broker.calc_profit(
                 signal.side, symbol, Decimal(1), entry, stop_loss
             )
             balance = await self._broker.balance()
             plan = self._plans(account.plan)
             lot = plan.lot_size(account.phase, account.step, balance, Decimal(loss_per_lot), spec)
-        except BrokerUnavailable as e:
+        except (BrokerUnavailable, StopsRejected) as e:
             self._log.warn("sizing a {side} trade on {symbol}: {reason}", side=signal.side, symbol=symbol, reason=e)
             self._publish(messages.trade_not_placed(symbol, _reason(e)))
             return False
@@ -801,9 +807,11 @@ class SessionManager(MultiService):
         monitor_interval: float,
         encode=messages.encode,
         metrics=None,
+        alerts=None,
     ):
         super().__init__()
         self._metrics = metrics
+        self._alerts = alerts
         self._store = store
         self._backends = backends
         self._strategy = strategy
@@ -847,6 +855,7 @@ class SessionManager(MultiService):
                 self.encode,
                 on_idle=lambda: self.release(account.id),
                 metrics=self._metrics,
+                alerts=self._alerts,
             )
             self._sessions[account.id] = session
             if connection is not None:

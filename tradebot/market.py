@@ -5,6 +5,8 @@ Many accounts watch the same symbols. `MarketData` fetches a symbol's candles
 once per `max_age` seconds for all of them, shares a fetch that is still under
 way, and evaluates a strategy once per set of candles, so a thousand sessions
 checking XAUUSD in the same second cost one broker call and one indicator run.
+A strategy may answer with a Deferred (one that asks an HTTP signal provider):
+the sessions that want the same verdict meanwhile wait for that one answer.
 """
 
 from typing import Dict, Tuple
@@ -28,7 +30,7 @@ class MarketData:
         self._max_age = max_age
         # (symbol, count) -> (fetched at, Deferred or Candles)
         self._candles: Dict[Tuple[str, int], tuple] = {}
-        # (strategy, symbol) -> (candles object, signal)
+        # (strategy, symbol) -> (candles object, signal or Shared while evaluated)
         self._signals: Dict[tuple, tuple] = {}
 
     def candles(self, broker, symbol: str, count: int):
@@ -66,12 +68,51 @@ class MarketData:
     @defer.inlineCallbacks
     def signal(self, broker, symbol: str, spec, strategy):
         """Deferred[Optional[Signal]]: `strategy`'s verdict on the latest
-        candles, computed once per set of candles."""
+        candles, computed once per set of candles; `strategy.evaluate` may
+        return the verdict or a Deferred of it. A failed evaluation is not
+        kept: the next caller evaluates again."""
         candles = yield self.candles(broker, symbol, strategy.candles_needed)
         key = (id(strategy), symbol)
         cached = self._signals.get(key)
         if cached is not None and cached[0] is candles:
+            if isinstance(cached[1], Shared):
+                verdict = yield cached[1].wait()
+                return verdict
             return cached[1]
-        verdict = strategy.evaluate(candles, spec)
-        self._signals[key] = (candles, verdict)
+        shared = Shared()
+        self._signals[key] = (candles, shared)
+        try:
+            verdict = yield defer.maybeDeferred(strategy.evaluate, candles, spec)
+        except BaseException:
+            failure = Failure()
+            if self._signals.get(key, (None, None))[1] is shared:
+                del self._signals[key]
+            shared.settle(failure)
+            raise
+        if self._signals.get(key, (None, None))[1] is shared:
+            self._signals[key] = (candles, verdict)
+        shared.settle(verdict)
         return verdict
+
+
+class Shared:
+    """One result that many callers wait for: `wait` gives each its own
+    Deferred, `settle` fires them all with the result (or the Failure)."""
+
+    def __init__(self):
+        self._waiters = []
+
+    def wait(self) -> defer.Deferred:
+        """A Deferred of the result, firing when `settle` is called."""
+        waiter = defer.Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def settle(self, result) -> None:
+        """Fire every waiter with `result` (a value or a Failure)."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)

@@ -119,3 +119,34 @@ broker_state = sa.Table(
     sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+# The webhook an account is subscribed to (`tradebot.alerts`): only the hash of
+# its secret, like a token's.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Signals queued by webhook calls, each for one account and symbol, taken by
+# that account's next signal check while valid (`tradebot.alerts`).
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("side", sa.String(4), nullable=False),
+    # the stops it gives (each a price or a distance, or neither: the strategy's)
+    sa.Column("stop_price", ExactDecimal),
+    sa.Column("take_price", ExactDecimal),
+    sa.Column("stop_distance", ExactDecimal),
+    sa.Column("take_distance", ExactDecimal),
+    sa.Column("status", sa.String(10), nullable=False),  # queued, taken, replaced, expired
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("taken_at", sa.Float),
+    sa.Index("ix_alerts_status_account", "status", "account_id"),
+)

@@ -2,18 +2,34 @@
 Signal strategies: completed candles in, BUY / SELL / nothing out, with the
 stop-loss and take-profit distances the trade should carry.
 
-A strategy has a `name`, the number of candles it needs (`candles_needed`) and
-``evaluate(candles, spec) -> Optional[Signal]``. It holds no state between
-calls, so one strategy object serves every account and symbol, and a signal
-is computed once per set of candles (see `tradebot.market`).
+A strategy has
+
+- `name`;
+- `candles_needed`: how many of the latest completed candles it reads;
+- `stops`: its stop-loss / take-profit helper (`AtrStops` or `FixedStops`),
+  which every strategy takes, and which also sets the stops of a signal that
+  comes without them (a webhook alert, an HTTP provider's answer);
+- `asynchronous`: False for the strategies here, which compute;
+- ``evaluate(candles, spec)``: an ``Optional[Signal]``, or, for an
+  asynchronous strategy (`tradebot.remote.HttpStrategy`), a Deferred firing
+  with one.
+
+The local strategies hold no state between calls and read nothing but the
+candles and the symbol's spec, so one strategy object serves every account and
+symbol, a signal is computed once per set of candles (see `tradebot.market`),
+and a backtester gets the live verdicts by calling `evaluate` on each sliding
+window of `candles_needed` bars.
 
 Strategies are chosen by name, with optional parameters:
 ``ma_cross``, ``ma_cross:fast=8,slow=21``, ``rsi_reversal:period=14,low=25,high=75``,
-and the stops with ``stops=atr`` (``atr=14,sl_atr=1.5,tp_atr=3``) or
-``stops=fixed`` (``sl_points=200,tp_points=400``).
+``bollinger_breakout:period=20,width=2``, ``http:timeout=3,url=https://...``
+(the URL last: it runs to the end of the text), and the stops with
+``stops=atr`` (``atr=14,sl_atr=1.5,tp_atr=3``) or ``stops=fixed``
+(``sl_points=200,tp_points=400``).
 """
 
 import math
+import re
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Dict, Optional, Tuple
 
@@ -24,14 +40,58 @@ from tradebot import indicators
 from tradebot.broker import BUY, SELL, SIDES, Candles, SymbolSpec
 
 
+class StopsRejected(ValueError):
+    """A signal's stop-loss or take-profit price cannot be used at the entry
+    price the market gives (on the wrong side, or too close); the message
+    says which, for the client."""
+
+
 @attrs.frozen
 class Signal:
-    """A trade to open: its side and how far from the entry price its stop
-    loss and take profit lie (positive price distances)."""
+    """A trade to open: its side, and where its stop loss and take profit go,
+    each either as a distance from the entry price (a positive price
+    distance) or as a price."""
 
     side: str = attrs.field(validator=attrs.validators.in_(SIDES))
-    stop_distance: Decimal
-    take_distance: Decimal
+    stop_distance: Optional[Decimal] = None
+    take_distance: Optional[Decimal] = None
+    stop_price: Optional[Decimal] = attrs.field(default=None, kw_only=True)
+    take_price: Optional[Decimal] = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self):
+        for what, distance, price in (
+            ("stop loss", self.stop_distance, self.stop_price),
+            ("take profit", self.take_distance, self.take_price),
+        ):
+            if (distance is None) == (price is None):
+                raise ValueError(f"a signal's {what} is a distance or a price (one of them)")
+            if distance is not None and not distance > 0:
+                raise ValueError(f"a signal's {what} distance must be more than 0")
+
+    def levels(self, entry: Decimal, spec: SymbolSpec) -> Tuple[Decimal, Decimal]:
+        """(stop loss, take profit) for a trade entered at `entry`, rounded to
+        the symbol's digits. A distance is widened to the broker's stops level
+        plus spread; a price must already lie that far (and at least a point)
+        on its side of the entry, else `StopsRejected`."""
+        direction = 1 if self.side == BUY else -1
+        floor = (spec.stops_level + spec.spread) * spec.point
+        levels = []
+        for what, sign, distance, price in (
+            ("stop loss", -1, self.stop_distance, self.stop_price),
+            ("take profit", 1, self.take_distance, self.take_price),
+        ):
+            if price is None:
+                levels.append(spec.round_price(entry + sign * direction * max(distance, floor)))
+                continue
+            price = spec.round_price(price)
+            need = max(floor, spec.point)
+            if sign * direction * (price - entry) < need:
+                where = "above" if sign * direction > 0 else "below"
+                raise StopsRejected(
+                    f"{what} {price} is not {where} the entry price {entry} by at least {need}"
+                )
+            levels.append(price)
+        return levels[0], levels[1]
 
 
 def _distance(value: float, spec: SymbolSpec) -> Decimal:
@@ -91,6 +151,10 @@ def _crossed(a: np.ndarray, b: np.ndarray) -> int:
     return 0
 
 
+def _stops_field():
+    return attrs.field(factory=AtrStops)
+
+
 @attrs.frozen
 class MovingAverageCross:
     """BUY when the fast simple moving average of the closes crosses above
@@ -98,8 +162,9 @@ class MovingAverageCross:
 
     fast: int = 5
     slow: int = 20
-    stops: object = attrs.field(factory=AtrStops)
+    stops: object = _stops_field()
     name: str = "ma_cross"
+    asynchronous = False
 
     def __attrs_post_init__(self):
         if not 1 <= self.fast < self.slow:
@@ -126,8 +191,9 @@ class RsiReversal:
     period: int = 14
     low: float = 30.0
     high: float = 70.0
-    stops: object = attrs.field(factory=AtrStops)
+    stops: object = _stops_field()
     name: str = "rsi_reversal"
+    asynchronous = False
 
     def __attrs_post_init__(self):
         if self.period < 2 or not 0 < self.low < self.high < 100:
@@ -152,6 +218,65 @@ class RsiReversal:
         return _signal(crossed, self.stops, candles, spec)
 
 
+@attrs.frozen
+class BollingerBreakout:
+    """BUY when the close breaks out above the upper Bollinger band (the last
+    completed bar closes above it, the one before did not), SELL when it
+    breaks out below the lower one. The bands are `width` population standard
+    deviations of `period` closes around their simple moving average
+    (`tradebot.indicators.bollinger`)."""
+
+    period: int = 20
+    width: float = 2.0
+    stops: object = _stops_field()
+    name: str = "bollinger_breakout"
+    asynchronous = False
+
+    def __attrs_post_init__(self):
+        if self.period < 2 or not self.width > 0:
+            raise ValueError("bollinger_breakout needs period >= 2 and width > 0")
+
+    @property
+    def candles_needed(self) -> int:
+        """Candles for the bands on the last two bars, and the stops."""
+        return max(self.period + 1, self.stops.candles_needed)
+
+    def evaluate(self, candles: Candles, spec: SymbolSpec) -> Optional[Signal]:
+        """The signal on the latest candles, or None."""
+        if len(candles) < self.period + 1:
+            return None
+        _, upper, lower = indicators.bollinger(candles.close, self.period, self.width)
+        crossed = 0
+        if _crossed(candles.close, upper) > 0:
+            crossed = 1
+        elif _crossed(candles.close, lower) < 0:
+            crossed = -1
+        return _signal(crossed, self.stops, candles, spec)
+
+
+def signal_with_stops(side: str, stops, candles: Candles, spec: SymbolSpec, **given) -> Optional[Signal]:
+    """A `side` signal whose stop loss and take profit are those `given`
+    (``stop_price``, ``stop_distance``, ``take_price``, ``take_distance``:
+    a distance is rounded to the point and kept clear of the stops level,
+    like the helper's), each one missing taken from `stops`; None when
+    `stops` is needed but cannot give them (an undefined ATR)."""
+    levels = {}
+    for kind in ("stop", "take"):
+        price, distance = given.get(f"{kind}_price"), given.get(f"{kind}_distance")
+        if price is not None:
+            levels[f"{kind}_price"] = Decimal(price)
+        elif distance is not None:
+            levels[f"{kind}_distance"] = _distance(distance, spec)
+    if len(levels) < 2:
+        helped = stops.distances(candles, spec)
+        if helped is None:
+            return None
+        for kind, value in zip(("stop", "take"), helped):
+            if f"{kind}_price" not in levels and f"{kind}_distance" not in levels:
+                levels[f"{kind}_distance"] = value
+    return Signal(side, **levels)
+
+
 def _signal(crossed: int, stops, candles: Candles, spec: SymbolSpec) -> Optional[Signal]:
     if crossed == 0:
         return None
@@ -168,6 +293,9 @@ DEFAULT_STRATEGY = "ma_cross"
 _STRATEGIES = {
     "ma_cross": (MovingAverageCross, {"fast": int, "slow": int}),
     "rsi_reversal": (RsiReversal, {"period": int, "low": float, "high": float}),
+    "bollinger_breakout": (BollingerBreakout, {"period": int, "width": float}),
+    # an external signal provider (tradebot.remote), built by _http_strategy
+    "http": (None, {"timeout": float, "candles": int, "retry": float}),
 }
 _STOPS = {
     "atr": (AtrStops, {"atr": ("period", int), "sl_atr": ("stop_multiple", float), "tp_atr": ("take_multiple", float)}),
@@ -176,30 +304,66 @@ _STOPS = {
 STRATEGY_NAMES = tuple(_STRATEGIES)
 
 
-def strategy_from_name(text: str):
+#: ``url=`` starting an item: the URL runs from there to the end of the text.
+_URL_ITEM = re.compile(r"(?:^|,)\s*url\s*=")
+
+
+def _split_url(rest: str) -> Tuple[str, Optional[str]]:
+    """(the parameters before ``url=``, the URL after it, or None)."""
+    found = _URL_ITEM.search(rest)
+    if found is None:
+        return rest, None
+    return rest[: found.start()], rest[found.end() :].strip()
+
+
+def shown_strategy(text: str) -> str:
+    """`text` as it may be logged or shown: the URL of an ``http`` strategy
+    without its userinfo and query string (either may carry a secret)."""
+    name, colon, rest = text.strip().partition(":")
+    before, url = _split_url(rest)
+    if url is None:
+        return text.strip()
+    from tradebot.remote import redact_url
+
+    return f"{name}{colon}{before}{',' if before.strip() else ''}url={redact_url(url)}"
+
+
+def strategy_from_name(text: str, reactor=None):
     """The strategy ``name[:key=value,...]`` describes; raises ValueError with
-    a readable message for an unknown name, key or value."""
+    a readable message for an unknown name, key or value (naming an ``http``
+    strategy's URL only redacted). `reactor` is what an ``http`` strategy
+    makes its requests with (default: the global reactor)."""
     name, _, rest = text.strip().partition(":")
     if name not in _STRATEGIES:
         raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGY_NAMES)})")
-    params = _parse_params(rest, text)
+    url = None
+    if name == "http":
+        rest, url = _split_url(rest)
+        if not url:
+            raise ValueError("the http strategy needs url=URL, as its last parameter (e.g. http:timeout=3,url=https://...)")
+    shown = shown_strategy(text)
+    params = _parse_params(rest, shown)
     cls, own = _STRATEGIES[name]
     stops_name = params.pop("stops", "atr")
     if stops_name not in _STOPS:
-        raise ValueError(f"unknown stops {stops_name!r} in {text!r} (known: {', '.join(_STOPS)})")
+        raise ValueError(f"unknown stops {stops_name!r} in {shown!r} (known: {', '.join(_STOPS)})")
     stops_cls, stop_keys = _STOPS[stops_name]
     kwargs, stop_kwargs = {}, {}
     for key, value in params.items():
         if key in own:
-            kwargs[key] = _convert(own[key], key, value, text)
+            kwargs[key] = _convert(own[key], key, value, shown)
         elif key in stop_keys:
             field, kind = stop_keys[key]
-            stop_kwargs[field] = _convert(kind, key, value, text)
+            stop_kwargs[field] = _convert(kind, key, value, shown)
             if stop_kwargs[field] <= 0:
-                raise ValueError(f"{key} must be more than 0 in {text!r}")
+                raise ValueError(f"{key} must be more than 0 in {shown!r}")
         else:
-            known = ", ".join(list(own) + ["stops"] + list(stop_keys))
-            raise ValueError(f"unknown parameter {key!r} in {text!r} (known: {known})")
+            known = ", ".join(list(own) + ["stops"] + list(stop_keys) + (["url"] if name == "http" else []))
+            raise ValueError(f"unknown parameter {key!r} in {shown!r} (known: {known})")
+    if name == "http":
+        from tradebot.remote import HttpStrategy
+
+        return HttpStrategy(url, stops=stops_cls(**stop_kwargs), reactor=reactor, **kwargs)
     return cls(stops=stops_cls(**stop_kwargs), **kwargs)
 
 

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from tradebot import failpoints
+from tradebot.alerts import DEFAULT_TTL, AlertQueue
 from tradebot.broker import backend_from_url, check_url
 from tradebot.limits import Limits, parse_addresses
 from tradebot.loops import SessionManager
@@ -24,7 +25,7 @@ from tradebot.backends import Backends
 from tradebot.plan import PlanError, load_plan
 from tradebot.protocol import PremiumFactory
 from tradebot.store import DEFAULT_DB_URL, Store
-from tradebot.strategies import DEFAULT_STRATEGY, strategy_from_name
+from tradebot.strategies import DEFAULT_STRATEGY, shown_strategy, strategy_from_name
 from tradebot.web import HealthResource, make_admin_site, make_site
 
 if sys.version_info >= (3, 11):
@@ -41,6 +42,7 @@ DEFAULTS = {
     "signal-interval": 60.0,
     "monitor-interval": 1.0,
     "db-retry-window": 60.0,
+    "alert-ttl": DEFAULT_TTL,
     "log-format": "text",
     "max-message-size": 4096,
     "message-rate": 10.0,
@@ -59,8 +61,8 @@ DEFAULTS = {
 }
 ENVIRONMENT = {"db": "TRADEBOT_DB", "broker": "TRADEBOT_BROKER"}
 _INTERVALS = (
-    "signal-interval", "monitor-interval", "db-retry-window", "message-rate", "ping-interval", "ping-timeout",
-    "handshake-timeout", "slow-client-timeout",
+    "signal-interval", "monitor-interval", "db-retry-window", "alert-ttl", "message-rate", "ping-interval",
+    "ping-timeout", "handshake-timeout", "slow-client-timeout",
 )
 _COUNTS = (
     "max-message-size", "message-burst", "max-connections", "max-connections-per-account",
@@ -79,8 +81,10 @@ class Options(usage.Options):
         ["port", "p", None, f"Twisted endpoint to listen on [default: {DEFAULTS['port']}]."],
         ["db", None, None, f"SQLAlchemy database URL (env TRADEBOT_DB) [default: {DEFAULTS['db']}]."],
         ["broker", None, None, "Broker URL (env TRADEBOT_BROKER) [default: paper]."],
-        ["strategy", None, None, f"Signal strategy, e.g. ma_cross or rsi_reversal [default: {DEFAULTS['strategy']}]."],
+        ["strategy", None, None, "Signal strategy: ma_cross, rsi_reversal, bollinger_breakout, or http:url=URL "
+         f"(an HTTP signal provider) [default: {DEFAULTS['strategy']}]."],
         ["signal-interval", None, None, "Seconds between signal checks [default: 60]."],
+        ["alert-ttl", None, None, "Seconds a webhook alert stays valid for its account's next check [default: 300]."],
         ["monitor-interval", None, None, "Seconds between open-trade reports [default: 1]."],
         ["db-retry-window", None, None, "Seconds a locked or unreachable database is retried before trading pauses [default: 60]."],
         ["admin-port", None, None, "Endpoint for /health and /metrics alone [default: served on --port]."],
@@ -218,16 +222,19 @@ class TradebotService(MultiService):
             ),
             allowed_origins=parse_addresses(config["allowed-origins"]),
         )
+        self.strategy = strategy_from_name(config["strategy"], reactor=reactor)
+        self.alerts = AlertQueue(self.store, reactor, ttl=config["alert-ttl"])
         self.sessions = SessionManager(
             self.store,
             self.backends,
-            strategy_from_name(config["strategy"]),
+            self.strategy,
             PlanCache(),
             reactor,
             config["signal-interval"],
             config["monitor-interval"],
             encode=self.factory.prepare,
             metrics=self.metrics,
+            alerts=self.alerts,
         )
         self.factory.sessions = self.sessions
         self.metrics.watch(lambda: len(self.factory.connections), self.sessions)
@@ -235,11 +242,11 @@ class TradebotService(MultiService):
         health = HealthResource(self.store, self.backends, reactor)
         self.endpoint = endpoints.serverFromString(reactor, config["port"])
         if config.get("admin-port"):
-            self.site = make_site(self.factory, store=self.store)
+            self.site = make_site(self.factory, store=self.store, alerts=self.alerts)
             self.admin_endpoint = endpoints.serverFromString(reactor, config["admin-port"])
             self.admin_site = make_admin_site(health, self.metrics, head_timeout=config["handshake-timeout"])
         else:
-            self.site = make_site(self.factory, health=health, metrics=self.metrics, store=self.store)
+            self.site = make_site(self.factory, health=health, metrics=self.metrics, store=self.store, alerts=self.alerts)
             self.admin_endpoint = self.admin_site = None
         self.admin_port = None
         self.port = None
@@ -260,6 +267,7 @@ class TradebotService(MultiService):
                 points=", ".join(sorted(self.failpoints)),
             )
         await self.store.start()
+        await self.alerts.start()
         await self.backends.start(await self.store.accounts_with_own_broker())
         self.sessions.setServiceParent(self)
         await self.sessions.ready
@@ -275,7 +283,7 @@ class TradebotService(MultiService):
             port=self.config["port"],
             address=_address(port),
             broker=self.backend.url,
-            strategy=self.config["strategy"],
+            strategy=shown_strategy(self.config["strategy"]),
             signal=self.config["signal-interval"],
             monitor=self.config["monitor-interval"],
         )
@@ -316,6 +324,9 @@ class TradebotService(MultiService):
         if self.sessions.parent is self:
             self.sessions.disownServiceParent()
         yield self.backends.stop()
+        close = getattr(self.strategy, "close", None)  # an HTTP provider's kept-alive connections
+        if close is not None:
+            yield close()
         yield self.store.stop()
 
 

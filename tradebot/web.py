@@ -1,9 +1,11 @@
 """
 The HTTP side: one `Site` whose resource tree carries the websocket at
-``/ws/check/premium/`` and, unless they have an admin port of their own,
-``/health`` and ``/metrics``; every other path is 404. Access lines are logged
-without query strings, so a token never reaches a log. A client must send each
-request's line and headers (a websocket's opening handshake) within a deadline.
+``/ws/check/premium/``, the webhook ``/webhook/<secret>`` and, unless they
+have an admin port of their own, ``/health`` and ``/metrics``; every other
+path is 404. Access lines are logged without query strings and without a
+webhook's secret, so neither a token nor a secret reaches a log. A client must
+send each request's line and headers (a websocket's opening handshake) within
+a deadline.
 """
 
 import json
@@ -17,7 +19,9 @@ from twisted.web.resource import Resource
 from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Site
 
+from tradebot.alerts import UnknownWebhook
 from tradebot.metrics import CONTENT_TYPE_LATEST
+from tradebot.signaljson import MAX_BODY, BadSignal
 from tradebot.tokens import hash_token, token_matches
 
 #: Seconds /health waits for the database before calling it unreachable.
@@ -97,6 +101,8 @@ class RedactingSite(Site):
 
     def log(self, request):
         path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
+        if path.startswith("/webhook/"):
+            path = "/webhook/***"
         self._log.info(
             "{method} {path} {code}",
             method=request.method.decode("ascii", "replace"),
@@ -312,6 +318,71 @@ class TradesResource(Resource):
         }
 
 
+class WebhookResource(Resource):
+    """``POST /webhook/<secret>``: queue the alert in the JSON body for the
+    accounts subscribed to the secret (`tradebot.alerts`). 202 and
+    ``{"status": "queued", ...}`` when queued; 404 for a secret nobody is
+    subscribed to, 400 and ``{"error": ...}`` for a body that is not an alert
+    (nothing is queued then); 405 for another method; 503 if the database
+    fails."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, alerts):
+        super().__init__()
+        self.alerts = alerts
+
+    def render(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return self._error(request, 405, "POST an alert")
+        return super().render(request)
+
+    def render_POST(self, request):
+        if len(request.postpath) != 1 or not request.postpath[0]:
+            return self._error(request, 404, "unknown webhook")
+        secret = request.postpath[0].decode("utf-8", "replace")
+        body = request.content.read(MAX_BODY + 1)
+        d = defer.ensureDeferred(self.alerts.receive(secret, body))
+
+        def _answer(queued):
+            request.setResponseCode(202)
+            return json.dumps(
+                {
+                    "status": "queued",
+                    "symbol": queued.symbol,
+                    "action": queued.side,
+                    "accounts": len(queued.alerts),
+                    "expires_at": queued.expires_at,
+                }
+            ).encode()
+
+        def _refused(failure):
+            if failure.check(UnknownWebhook):
+                return self._error(request, 404, "unknown webhook")
+            if failure.check(BadSignal):
+                return self._error(request, 400, failure.getErrorMessage())
+            self._log.failure("a webhook alert could not be queued", failure)
+            return self._error(request, 503, "unavailable, try again")
+
+        def _send(body):
+            if not request.finished and not request._disconnected:
+                request.write(body)
+                request.finish()
+
+        d.addCallbacks(_answer, _refused).addCallback(_send)
+        d.addErrback(lambda f: self._log.failure("a webhook answer could not be sent", f))
+        return NOT_DONE_YET
+
+    @staticmethod
+    def _error(request, code: int, text: str) -> bytes:
+        request.setResponseCode(code)
+        return json.dumps({"error": text}).encode()
+
+
 def _trade_json(trade) -> dict:
     number = lambda v: None if v is None else float(v)  # noqa: E731
     return {
@@ -336,11 +407,12 @@ def _trade_json(trade) -> dict:
     }
 
 
-def make_site(websocket_factory, health=None, metrics=None, store=None) -> Site:
+def make_site(websocket_factory, health=None, metrics=None, store=None, alerts=None) -> Site:
     """The server's Site: the premium websocket, with or without its trailing
     slash, `health` at /health and `metrics` at /metrics when given, the
     dashboard at / with its files under /static/ and, given the `store`, its
-    API at /api/trades; 404 elsewhere. A request head must come within the
+    API at /api/trades, and given `alerts` (an `AlertQueue`) the webhook at
+    /webhook/<secret>; 404 elsewhere. A request head must come within the
     websocket's opening handshake timeout."""
     root = _Branch()
     root.putChild(b"", _StaticFile(_dashboard_file("index.html"), b"text/html; charset=utf-8"))
@@ -352,6 +424,8 @@ def make_site(websocket_factory, health=None, metrics=None, store=None) -> Site:
         api = _Branch()
         root.putChild(b"api", api)
         api.putChild(b"trades", TradesResource(store))
+    if alerts is not None:
+        root.putChild(b"webhook", WebhookResource(alerts))
     ws = _Branch()
     check = _Branch()
     root.putChild(b"ws", ws)
