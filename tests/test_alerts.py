@@ -37,8 +37,10 @@ class Recorder:
     def __init__(self):
         self.received = []
 
-    def send_frame(self, frame, supersedes=None):
+    def send_frame(self, frame, supersedes=None, written=None):
         self.received.append(json.loads(frame))
+        if written is not None:
+            written()
 
     def take(self):
         taken, self.received = self.received, []

@@ -358,10 +358,10 @@ class LockingOnCompletion(Recorder):
         super().__init__()
         self._lock = lock
 
-    def send_frame(self, frame, supersedes=None):
-        super().send_frame(frame, supersedes)
+    def send_frame(self, frame, supersedes=None, written=None):
         if json.loads(frame)["message"] == messages.TRADE_COMPLETED:
             self._lock.lock()
+        super().send_frame(frame, supersedes, written)
 
 
 def test_a_completion_sent_but_not_recorded_as_delivered_is_never_sent_again(store, clock, db_lock, logged_errors):

@@ -32,8 +32,10 @@ class Recorder:
     def __init__(self):
         self.received = []
 
-    def send_frame(self, frame, supersedes=None):
+    def send_frame(self, frame, supersedes=None, written=None):
         self.received.append(json.loads(frame))
+        if written is not None:
+            written()
 
     def take(self):
         taken, self.received = self.received, []
@@ -253,6 +255,33 @@ def test_last_connection_leaving_keeps_the_trade_watched_and_delivers_later(inli
     assert inline_store.pending_events(rig.account.id).result == []
     another = rig.stream()
     assert all(m["message"] != "Trade completed" for m in another.take())
+
+
+class HoldingRecorder(Recorder):
+    """A connection whose client is behind: frames are taken but none is
+    written before the connection is dropped."""
+
+    def send_frame(self, frame, supersedes=None, written=None):
+        self.received.append(json.loads(frame))
+
+
+def test_a_completion_held_for_a_client_that_is_dropped_reaches_the_next_connection(inline_store):
+    rig = Rig(inline_store)
+    buy_xauusd(rig)
+    slow = HoldingRecorder()
+    rig.session.attach(slow)
+    rig.session.start_streaming(slow)
+    rig.broker.set_bid("XAUUSD", "2320.00")
+    rig.clock.advance(MONITOR_INTERVAL)
+    [trade] = rig.trades()
+    assert trade.status == records.CLOSED
+    assert any(m["message"] == messages.TRADE_COMPLETED for m in slow.received)
+    [pending] = inline_store.pending_events(rig.account.id).result  # held back, not delivered
+    rig.session.detach(slow)  # closed as too slow, with the completion still waiting
+
+    returning = rig.stream()
+    assert returning.take()[0] == pending.payload
+    assert inline_store.pending_events(rig.account.id).result == []
 
 
 def test_a_failing_check_is_logged_and_the_loop_keeps_running(inline_store, logged_errors):

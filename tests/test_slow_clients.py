@@ -159,3 +159,19 @@ async def test_a_client_that_stops_reading_a_real_socket_is_held_back_then_close
         if sock is not None:
             sock.close()
         await service.stopService()
+
+
+def test_a_frame_counts_as_written_only_once_it_is_written_and_never_if_dropped():
+    c = Connection(max_waiting=3)
+    done = []
+    c.protocol.send_frame("now", None, lambda: done.append("now"))
+    assert done == ["now"]
+    c.protocol.pauseProducing()
+    c.protocol.send_frame("held", None, lambda: done.append("held"))
+    assert done == ["now"]  # waiting, not written
+    c.protocol.resumeProducing()
+    assert done == ["now", "held"]
+    c.protocol.pauseProducing()
+    for n in range(4):  # one too many: closed, and what waited is dropped
+        c.protocol.send_frame(f"lost {n}", None, lambda n=n: done.append(n))
+    assert c.closed and done == ["now", "held"]

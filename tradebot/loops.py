@@ -33,6 +33,7 @@ trade whose fill or result cannot be stored stays live and is stored at a
 later monitor tick; its result is sent only once stored.
 """
 
+import functools
 from decimal import Decimal
 from typing import Callable, Dict, Optional
 
@@ -73,10 +74,12 @@ class Subscriber:
     """What a session needs of a connection (the websocket protocol in
     production, a recorder in tests)."""
 
-    def send_frame(self, frame, supersedes=None) -> None:
+    def send_frame(self, frame, supersedes=None, written=None) -> None:
         """Write one encoded message. `supersedes` (a key, or None) marks a
         message that a later one with the same key makes stale: a connection
-        that is behind may drop the older one."""
+        that is behind may drop the older one. `written` (if given) is called
+        once the frame is written to the connection, at once or when a client
+        that was behind catches up; never if the frame is dropped."""
         raise NotImplementedError
 
 
@@ -182,6 +185,7 @@ class AccountSession(Service):
         self._placing: set = set()  # trade ids whose order call is under way
         self._misses: Dict[int, int] = {}  # pending trade id -> lookups that found nothing
         self._unmarked: set = set()  # ids of events sent but not yet recorded as delivered
+        self._marking: set = set()  # ids of events whose delivery is being recorded
         self._checking = False
         self._broker_lost = False  # the clients were told the broker went away
         self._ready = False
@@ -385,15 +389,23 @@ class AccountSession(Service):
         sent = self._streaming.get(connection)
         if sent is None:
             return
-        delivered = []
         for event in pending:
             if event.id not in sent and event.id not in self._unmarked:
                 sent.add(event.id)
-                self._send(connection, self._encode(event.payload))
-            delivered.append(event.id)
-        if delivered:
-            crash_point("after_delivery", event_ids=",".join(map(str, delivered)))
-            await self._mark_delivered(delivered)
+                self._send(connection, self._encode(event.payload), written=functools.partial(self._written, event.id))
+
+    def _written(self, event_id: int) -> None:
+        """An event's frame was written to a client's connection: record it
+        delivered, once however many connections it went to. (A frame held
+        back for a client that is behind counts only once written, so one
+        dropped with that client stays pending for the account's next
+        connection.)"""
+        if event_id in self._marking:
+            return
+        self._marking.add(event_id)
+        crash_point("after_delivery", event_ids=event_id)
+        marked = self._track(_guarded(self._log, "recording a delivered completion", self._mark_delivered, [event_id]))
+        marked.addBoth(lambda _: self._marking.discard(event_id))
 
     async def _mark_delivered(self, event_ids) -> None:
         """Record that these events reached a client, with any whose record
@@ -426,11 +438,11 @@ class AccountSession(Service):
             self._send(connection, frame, key)
         return len(self._streaming)
 
-    def _send(self, connection, frame, supersedes=None) -> None:
+    def _send(self, connection, frame, supersedes=None, written=None) -> None:
         if self._metrics is not None:
             self._metrics.messages_sent.inc()
         try:
-            connection.send_frame(frame, supersedes)
+            connection.send_frame(frame, supersedes, written)
         except Exception:
             self._log.failure("sending to a connection of {name} failed", name=self.account.name)
 
@@ -441,10 +453,7 @@ class AccountSession(Service):
                 continue
             sent.add(event_id)
             frame = frame or self._encode(payload)
-            self._send(connection, frame)
-        if frame is not None:
-            crash_point("after_delivery", event_ids=event_id)
-            await self._mark_delivered([event_id])
+            self._send(connection, frame, written=functools.partial(self._written, event_id))
 
     # -- loop control --------------------------------------------------------
 

@@ -276,7 +276,7 @@ class PremiumProtocol(WebSocketServerProtocol):
         # client messages (max-message-size) to sendMessage's payload too.
         self.sendPreparedMessage(self.factory.prepareMessage(messages.encode(message)))
 
-    def send_frame(self, frame, supersedes=None):
+    def send_frame(self, frame, supersedes=None, written=None):
         """Write a message the session encoded once for all its connections;
         nothing once the closing handshake has begun (RFC 6455 5.5.1).
 
@@ -285,15 +285,16 @@ class PremiumProtocol(WebSocketServerProtocol):
         message shares is replaced by it (an old report of the same trade),
         the others (a signal, a placement, a completion) all wait, in order.
         A client still behind after `slow_client_timeout` seconds, or with
-        more than `max_waiting` messages waiting, is closed (1008)."""
+        more than `max_waiting` messages waiting, is closed (1008).
+        `written` is called once the frame is written, never if it is not."""
         if self.state != self.STATE_OPEN:
             return
         if self._behind is None and not self._waiting:
-            self.sendPreparedMessage(frame)
+            self._write(frame, written)
             return
         key = ("superseding", supersedes) if supersedes is not None else ("keep", next(self._waiting_ids))
         self._waiting.pop(key, None)
-        self._waiting[key] = frame
+        self._waiting[key] = (frame, written)
         if len(self._waiting) > self.factory.max_waiting:
             self._too_slow()
 
@@ -313,8 +314,16 @@ class PremiumProtocol(WebSocketServerProtocol):
             if timer.active():
                 timer.cancel()
         while self._waiting and self._behind is None and self.state == self.STATE_OPEN:
-            _, frame = self._waiting.popitem(last=False)
-            self.sendPreparedMessage(frame)
+            _, (frame, written) = self._waiting.popitem(last=False)
+            self._write(frame, written)
+
+    def _write(self, frame, written) -> None:
+        self.sendPreparedMessage(frame)
+        if written is not None:
+            try:
+                written()
+            except Exception:
+                self._log.failure("after writing a message")
 
     def stopProducing(self):
         """The connection is going away."""
