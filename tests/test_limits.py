@@ -243,3 +243,51 @@ def test_counts_follow_connections_opening_and_closing():
     assert (gate.total, dict(gate.by_ip), dict(gate.by_account)) == (0, {}, {})
     gate.before_token("a")
     gate.check_account(1, "a")
+
+
+async def fail_until_locked(gate, attempt_fails):
+    """Fail `lock_after_failures` times through `attempt_fails` (an async
+    callable), with the slow-down switched off after it has shown, so the
+    test does not wait out a growing delay."""
+    limits = gate.limits
+    for attempt in range(limits.lock_after_failures):
+        if attempt == limits.slow_after_failures + 1:
+            gate.limits = Limits(slow_after_failures=10**6, lock_after_failures=limits.lock_after_failures)
+        await attempt_fails()
+
+
+@pytest.mark.parametrize("surface", ["webhook", "api"])
+@pytest_twisted.ensureDeferred
+async def test_wrong_webhook_secrets_or_api_tokens_lock_an_address_out_of_everything(db_url, capsys, surface):
+    token = add_account(db_url, capsys)
+    assert admin(["--db", db_url, "account", "set", "alice", "--webhook"]) == 0
+    secret = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
+    service, url = await start_server(db_url)
+    base = url.replace("ws://", "http://").split("/ws/")[0]
+    alert = b'{"symbol": "EURUSD", "action": "buy"}'
+
+    async def webhook(path_secret):
+        response = await treq.post(f"{base}/webhook/{path_secret}", data=alert)
+        await response.content()
+        return response.code
+
+    async def api(bearer):
+        response = await treq.get(f"{base}/api/trades", headers={"Authorization": [f"Bearer {bearer}"]})
+        await response.content()
+        return response.code
+
+    async def wrong():
+        if surface == "webhook":
+            assert await webhook("not-" + secret) == 404
+        else:
+            assert await api("not-" + token) == 401
+
+    try:
+        assert await webhook(secret) == 202 and await api(token) == 200  # the right ones work
+        await fail_until_locked(service.factory.gatekeeper, wrong)
+        # locked out: the right secret, the right token and a handshake all refused
+        assert await webhook(secret) == 429
+        assert await api(token) == 429
+        assert await handshake_status(url, token) == 429
+    finally:
+        await service.stopService()

@@ -101,6 +101,11 @@ class Gatekeeper:
         if self.by_ip[ip] >= self.limits.per_ip:
             self._refuse(429, "too many connections from this address", ip)
 
+    def locked(self, ip: str) -> bool:
+        """True while `ip` is locked out after failing too often (on any
+        surface: websocket handshakes, API tokens, webhook secrets)."""
+        return self._locked_until.get(ip, 0) > self.clock.seconds()
+
     def failed(self, ip: str) -> float:
         """A handshake from `ip` failed (no or a wrong token): the seconds its
         refusal should wait (0 until it has failed often)."""

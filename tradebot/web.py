@@ -9,10 +9,11 @@ a deadline.
 """
 
 import json
+from typing import Optional
 from importlib import resources
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.web import pages
 from twisted.web.resource import Resource
@@ -245,6 +246,45 @@ class _StaticFile(Resource):
         return self.body
 
 
+class _SecretGuard:
+    """What a resource taking a secret (an API token, a webhook secret) does
+    with the gatekeeper of the websocket: an address locked out after failing
+    too often is refused (429) before its secret is even looked at, and each
+    wrong secret counts as a failure, answered after the gatekeeper's delay."""
+
+    def __init__(self, gatekeeper=None, clock=None):
+        self.gatekeeper = gatekeeper
+        self.clock = clock
+
+    def address(self, request) -> Optional[str]:
+        if self.gatekeeper is None:
+            return None
+        forwarded = request.getHeader(b"x-forwarded-for")
+        return self.gatekeeper.client_ip(
+            request.getClientAddress().host, forwarded.decode("latin-1") if forwarded else None
+        )
+
+    def locked_out(self, request) -> bool:
+        """True (and the 429 set on `request`) if its address is locked out."""
+        ip = self.address(request)
+        if ip is None or not self.gatekeeper.locked(ip):
+            return False
+        request.setResponseCode(429)
+        request.setHeader(b"retry-after", b"600")
+        return True
+
+    def failed(self, request):
+        """Deferred: fires when the answer to a wrong secret may be sent."""
+        ip = self.address(request)
+        delay = self.gatekeeper.failed(ip) if ip is not None else 0.0
+        if not delay:
+            return defer.succeed(None)
+        return task.deferLater(self.clock, delay, lambda: None)
+
+
+TOO_MANY_FAILURES = b'{"error": "too many failed attempts from this address; try again later"}'
+
+
 class TradesResource(Resource):
     """``GET /api/trades``: the account of the bearer token (``Authorization:
     Bearer TOKEN``, never in the URL), its last trades, oldest first, and its
@@ -255,18 +295,26 @@ class TradesResource(Resource):
     _log = Logger()
     LIMIT = 500
 
-    def __init__(self, store):
+    def __init__(self, store, gatekeeper=None, clock=None):
         super().__init__()
         self.store = store
+        self.guard = _SecretGuard(gatekeeper, clock)
 
     def render_GET(self, request):
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"content-type", b"application/json")
+        if self.guard.locked_out(request):
+            return TOO_MANY_FAILURES
         header = (request.getHeader(b"authorization") or b"").decode("latin-1")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return self._unauthorized(request)
         d = defer.ensureDeferred(self._report(token.strip()))
+
+        async def _wrong_token(report):
+            if report is None:
+                await self.guard.failed(request)
+            return report
 
         def _answer(report):
             if request.finished or request._disconnected:
@@ -276,6 +324,8 @@ class TradesResource(Resource):
             else:
                 request.write(json.dumps(report).encode())
             request.finish()
+
+        d.addCallback(lambda report: defer.ensureDeferred(_wrong_token(report)))
 
         def _failed(failure):
             self._log.failure("the trades of an account could not be read", failure)
@@ -329,9 +379,10 @@ class WebhookResource(Resource):
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, alerts):
+    def __init__(self, alerts, gatekeeper=None, clock=None):
         super().__init__()
         self.alerts = alerts
+        self.guard = _SecretGuard(gatekeeper, clock)
 
     def render(self, request):
         request.setHeader(b"content-type", b"application/json")
@@ -342,6 +393,8 @@ class WebhookResource(Resource):
         return super().render(request)
 
     def render_POST(self, request):
+        if self.guard.locked_out(request):
+            return TOO_MANY_FAILURES
         if len(request.postpath) != 1 or not request.postpath[0]:
             return self._error(request, 404, "unknown webhook")
         secret = request.postpath[0].decode("utf-8", "replace")
@@ -362,7 +415,8 @@ class WebhookResource(Resource):
 
         def _refused(failure):
             if failure.check(UnknownWebhook):
-                return self._error(request, 404, "unknown webhook")
+                answer = self._error(request, 404, "unknown webhook")
+                return self.guard.failed(request).addCallback(lambda _: answer)
             if failure.check(BadSignal):
                 return self._error(request, 400, failure.getErrorMessage())
             self._log.failure("a webhook alert could not be queued", failure)
@@ -423,9 +477,9 @@ def make_site(websocket_factory, health=None, metrics=None, store=None, alerts=N
     if store is not None:
         api = _Branch()
         root.putChild(b"api", api)
-        api.putChild(b"trades", TradesResource(store))
+        api.putChild(b"trades", TradesResource(store, websocket_factory.gatekeeper, websocket_factory.clock))
     if alerts is not None:
-        root.putChild(b"webhook", WebhookResource(alerts))
+        root.putChild(b"webhook", WebhookResource(alerts, websocket_factory.gatekeeper, websocket_factory.clock))
     ws = _Branch()
     check = _Branch()
     root.putChild(b"ws", ws)
