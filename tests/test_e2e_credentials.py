@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import pytest_twisted
+import treq
 from twisted.internet import task
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -110,6 +111,11 @@ async def test_without_the_key_the_account_does_not_trade_its_clients_hear_why_a
         # mia never checked for a signal, and her terminal was never reached
         assert not [m for m in locked.received if m["message"] == messages.CHECKING]
         assert terminal.server.calls == [] and service.backends.backends == [service.backend]
+        # and the operator's health check says which account and why
+        response = await treq.get(url.replace("ws://", "http://").split("/ws/")[0] + "/health")
+        health = await response.json()
+        assert response.code == 503 and list(health["accounts"]) == ["mia"]
+        assert KEY_ENV in health["accounts"]["mia"] and health["reasons"] == [f"account mia: {health['accounts']['mia']}"]
         for client in (locked, other):
             client.sendClose()
             await client.closed

@@ -71,6 +71,9 @@ class Backends:
         self._decrypt = decrypt or credentials.decrypt
         # account id -> (its encrypted password, the password or why not)
         self._passwords: Dict[int, Tuple[str, object]] = {}
+        #: Accounts that cannot trade because their stored password cannot be
+        #: decrypted: name -> why (for /health).
+        self.locked_accounts: Dict[str, str] = {}
         self._metrics = metrics
         if metrics is not None:
             default.metrics = metrics
@@ -131,7 +134,9 @@ class Backends:
                 )
             known = self._passwords[account.id] = (token, outcome)
         if isinstance(known[1], credentials.CredentialsError):
+            self.locked_accounts[account.name] = f"its stored broker password cannot be decrypted: {known[1]}"
             raise known[1]
+        self.locked_accounts.pop(account.name, None)
         return known[1]
 
     def _own_backend(self, url: str, password: Optional[str] = None, name: str = "") -> Tuple[BrokerBackend, MarketData]:

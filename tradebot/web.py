@@ -136,8 +136,9 @@ class _PremiumResource(WebSocketResource):
 
 class HealthResource(Resource):
     """``GET /health``: 200 and ``{"status": "ok", ...}`` when the database
-    answers within `HEALTH_TIMEOUT` seconds and takes writes, and every broker
-    can trade; 503 and the reasons otherwise."""
+    answers within `HEALTH_TIMEOUT` seconds and takes writes, every broker can
+    trade and no account is locked out of its broker (its stored password
+    cannot be decrypted); 503 and the reasons otherwise."""
 
     isLeaf = True
     _log = Logger()
@@ -189,6 +190,10 @@ class HealthResource(Resource):
                 brokers[backend.url] = getattr(backend, "down_reason", "unavailable")
                 problems.append(f"broker {backend.url}: {brokers[backend.url]}")
         parts["brokers"] = brokers
+        locked = dict(getattr(self.backends, "locked_accounts", {}))
+        if locked:
+            parts["accounts"] = locked
+            problems += [f"account {name}: {why}" for name, why in sorted(locked.items())]
         return {"parts": parts, "problems": problems}
 
 
