@@ -213,6 +213,8 @@ def test_daily_breach_pauses_for_the_rest_of_the_day_only():
 def test_static_max_loss_fails_the_phase_for_good():
     e = engine(max_loss_pct=10)
     state = e.start(D(10000), T0)
+    state, events = e.update(state, D(9200), D(9000), T0, 1)  # exactly at the limit: no breach
+    assert (state.status, events) == (ACTIVE, [])
     state, events = e.update(state, D(9200), D("8999.99"), T0, 1)
     assert state.status == FAILED
     assert [ev.kind for ev in events] == [MAX_LOSS_BREACH, PHASE_FAILED]
