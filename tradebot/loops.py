@@ -564,6 +564,12 @@ class AccountSession(Service):
         if not self.running:
             return False  # the session stopped while the order was sized: no new order
         try:
+            # the plan state the limits were measured from is stored before any order
+            await self._plan.lock.acquire()
+            try:
+                await self._plan.save()
+            finally:
+                self._plan.lock.release()
             trade = await self._store.record_intent(
                 account.id, symbol, signal.side, lot, stop_loss, take_profit, state.phase, state.step
             )

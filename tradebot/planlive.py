@@ -4,9 +4,12 @@ account's phase and step), moved by `tradebot.risk.PlanEngine`, and stored
 whenever it changes, with the events that changed it.
 
 Every change runs under `lock`, so a result being stored and a periodic
-update never overwrite each other. A state the store could not take stays
-in memory, marked unsaved, and is stored with the next change or update; a
-closed trade's state is stored in the transaction of its result.
+update never overwrite each other. A state is stored when an event changed it
+(a day rollover, a breach, a phase change), when a trade opened, before every
+order (`save`), and with each result (in its transaction). A state started
+afresh and moved by nothing yet is not written: it is the same when started
+again. One the store could not take stays in memory, marked unsaved, and is
+stored at the next of those.
 """
 
 from decimal import Decimal
@@ -55,14 +58,14 @@ class PlanKeeper:
                 self._saved = stored
             if self.state is None:
                 self.state = stored
-            await self._save()
         return self.state
 
     async def update(self, balance, equity, open_trades: int) -> PlanState:
         """Apply `PlanEngine.update` now; store the state if it changed."""
         new, events = self.engine.update(self.state, balance, equity, self._clock.seconds(), open_trades)
         self._apply(new, events)
-        await self._save()
+        if self._unsaved:
+            await self._save()
         return self.state
 
     def entry(self, balance, equity, loss_per_lot, spec) -> Entry:
@@ -74,6 +77,10 @@ class PlanKeeper:
         if self.state is not None:
             self._apply(self.engine.opened(self.state, self._clock.seconds()), [])
             await self._save()
+
+    async def save(self) -> None:
+        """Store the state now if it is not stored; raises `DatabaseFault`."""
+        await self._save(quiet=False)
 
     def closed(self, result: str, balance, open_trades: int) -> Tuple[PlanState, List[PlanEvent]]:
         """The state and events a trade closed now with `result` leads to,
@@ -107,13 +114,15 @@ class PlanKeeper:
                 equity=event.equity, detail=event.detail,
             )
 
-    async def _save(self) -> None:
+    async def _save(self, quiet: bool = True) -> None:
         if self.state == self._saved and not self._unsaved:
             return
         state, events = self.state, list(self._unsaved)
         try:
             await self._store.run(thd_save_plan_state, self._account_id, state, events, self._clock.seconds())
         except DatabaseFault as e:
+            if not quiet:
+                raise
             self._log.info("the plan state waits to be stored: {error}", error=e)
             return
         self._saved = state
