@@ -490,8 +490,6 @@ class AccountSession(Service):
             # a position that turned up at the broker (an order given up on
             # that filled after all) makes its symbol busy before any new order
             await self._adopt()
-            if not await self._plan_update():
-                return
             if not self._has_room:
                 return
             busy = {t.symbol for t in self._trades.values()}
@@ -521,6 +519,8 @@ class AccountSession(Service):
                 self._publish(messages.signal(signal.side, symbol))
                 if await self._place(symbol, spec, signal):
                     busy.add(symbol)
+            if self.running and self._broker.available:
+                await self._plan_update()  # a new day, a target reached with no signal
         finally:
             self._checking = False
             self._update_loops()
@@ -540,7 +540,7 @@ class AccountSession(Service):
             balance, equity = await self._balance_and_equity()
             await self._plan.lock.acquire()
             try:
-                await self._plan.ensure(self._broker.balance, account.phase, account.step)
+                await self._plan.ensure(balance, account.phase, account.step)
                 state = await self._plan.update(balance, equity, len(self._trades))
                 entry = self._plan.entry(balance, equity, Decimal(loss_per_lot), spec)
             finally:
@@ -760,7 +760,7 @@ class AccountSession(Service):
         account = self.account
         result = records.PROFIT if closed.profit > 0 else records.LOSS
         balance = to_cents(await self._broker.balance())
-        await self._plan.ensure(self._broker.balance, account.phase, account.step)
+        await self._plan.ensure(balance, account.phase, account.step)
         still_open = len([t for t in self._trades if t != trade.id])
         plan_state, plan_events = self._plan.closed(result, balance, still_open)
         phase, step = plan_state.phase, plan_state.step
@@ -830,7 +830,7 @@ class AccountSession(Service):
             balance, equity = await self._balance_and_equity()
             await self._plan.lock.acquire()
             try:
-                await self._plan.ensure(self._broker.balance, self.account.phase, self.account.step)
+                await self._plan.ensure(balance, self.account.phase, self.account.step)
                 before = self._plan.state
                 state = await self._plan.update(balance, equity, len(self._trades))
             finally:
@@ -846,7 +846,8 @@ class AccountSession(Service):
         try:
             await self._plan.lock.acquire()
             try:
-                await self._plan.ensure(self._broker.balance, self.account.phase, self.account.step)
+                if self._plan.state is None:
+                    await self._plan.ensure(await self._broker.balance(), self.account.phase, self.account.step)
                 await self._plan.opened()
             finally:
                 self._plan.lock.release()

@@ -42,16 +42,16 @@ class PlanKeeper:
         """The engine of the account's plan as it is now."""
         return PlanEngine(self._plan())
 
-    async def ensure(self, balance: Callable, phase: int, step: int) -> PlanState:
-        """The state, loaded from the store, or started from ``await
-        balance()`` at (`phase`, `step`) and stored, the first time."""
+    async def ensure(self, balance, phase: int, step: int) -> PlanState:
+        """The state, loaded from the store, or (the first time) started from
+        `balance` at (`phase`, `step`)."""
         if self.state is None:
             stored = await self._store.run(thd_plan_state, self._account_id)
             if stored is None:
                 engine = self.engine
                 phase, step = engine.plan.position(phase, step)
                 stored = attrs.evolve(
-                    engine.start(Decimal(await balance()), self._clock.seconds()), phase=phase, step=step
+                    engine.start(Decimal(balance), self._clock.seconds()), phase=phase, step=step
                 )
                 self._saved = None
             else:
