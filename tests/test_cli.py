@@ -756,8 +756,12 @@ def test_show_prints_the_plan_state_headroom_and_history(run, store):
     account = store.account_by_name("alice")
     assert "plan state:      none yet" in run("account", "show", "alice")[1]
     # the default plan: 5% daily from the day's 10000 (floor 9500), 10% from the phase's 10200 (9180)
-    state = PlanState(2, 3, Decimal(10200), "2026-03-02", Decimal(10000), Decimal(10200), 3, "2026-03-02", "paused_today")
-    breach = PlanEvent(DAILY_BREACH, 1772449200.0, 2, 3, Decimal(9700), Decimal("9499.5"), "equity below the daily loss limit")
+    state = PlanState(
+        2, 3, Decimal(10200), "2026-03-02", Decimal(10000), Decimal(10200), 3, "2026-03-02", "paused_today"
+    )
+    breach = PlanEvent(
+        DAILY_BREACH, 1772449200.0, 2, 3, Decimal(9700), Decimal("9499.5"), "equity below the daily loss limit"
+    )
     store.run(thd_save_plan_state, account.id, state, [breach], 1772449200.0)
     code, out, err = run("account", "show", "alice")
     assert code == 0, err

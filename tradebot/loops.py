@@ -41,7 +41,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from tradebot import messages, records
+from tradebot import messages, records, risk
 from tradebot.dbfaults import DatabaseFault
 from tradebot.failpoints import crash_point
 from tradebot.broker import (
@@ -53,6 +53,7 @@ from tradebot.broker import (
     Position,
     to_cents,
 )
+from tradebot.plan import PlanError
 from tradebot.planlive import PlanKeeper
 from tradebot.records import Account, TradeRecord
 from tradebot.strategies import StopsRejected
@@ -835,7 +836,7 @@ class AccountSession(Service):
                 state = await self._plan.update(balance, equity, len(self._trades))
             finally:
                 self._plan.lock.release()
-        except (BrokerUnavailable, DatabaseFault) as e:
+        except (BrokerUnavailable, DatabaseFault, PlanError) as e:
             self._log.info("plan state not updated: {reason}", reason=e)
             return False
         self._breached(before, state)
@@ -857,8 +858,6 @@ class AccountSession(Service):
     def _breached(self, before, after) -> None:
         """A breach that asks to close what is open: this broker interface
         has no close, so the positions stay open under their stop losses."""
-        from tradebot import risk
-
         phase = self._plans(self.account.plan).phase_at(after.phase)
         newly = after.status in (risk.PAUSED_TODAY, risk.FAILED) and after.status != before.status
         if newly and phase.close_on_breach and self._trades:

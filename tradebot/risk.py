@@ -146,7 +146,9 @@ class PlanEngine:
             status=ACTIVE,
         )
 
-    def update(self, state: PlanState, balance, equity, now: float, open_trades: int) -> Tuple[PlanState, List[PlanEvent]]:
+    def update(
+        self, state: PlanState, balance, equity, now: float, open_trades: int
+    ) -> Tuple[PlanState, List[PlanEvent]]:
         """Roll the day over, then judge `equity` against the limits and
         `balance` against the target."""
         balance, equity = Decimal(balance), Decimal(equity)
@@ -170,7 +172,7 @@ class PlanEngine:
             return Entry(None, "the stop loss puts nothing at risk, so a risk-based lot cannot be sized")
         lot = self.plan.lot_size(state.phase, state.step, balance, loss_per_lot, spec)
         room = self.headroom(state, balance, equity)
-        limits = [(name, value) for name, value in (("daily", room.daily), ("overall", room.overall)) if value is not None]
+        limits = [(name, left) for name, left in (("daily", room.daily), ("overall", room.overall)) if left is not None]
         if not limits:
             return Entry(lot, None)
         if loss_per_lot <= 0:
