@@ -31,6 +31,7 @@ or ending in ``.toml`` is a path. The limits themselves are applied by
 """
 
 import datetime
+import functools
 import re
 import sys
 from decimal import Decimal, InvalidOperation
@@ -140,7 +141,7 @@ class Plan:
 
     def tzinfo(self) -> datetime.tzinfo:
         """The time zone the plan's trading day is counted in."""
-        return _zone(self.time_zone, "plan")
+        return _zone(self.time_zone, "plan")  # cached: a backtest asks once a bar
 
     def day_of(self, now: float) -> str:
         """The trading day (ISO date) that epoch second `now` falls in: the
@@ -348,6 +349,7 @@ def _positive(value, where: str, key: str) -> Decimal:
 _OFFSET = re.compile(r"^UTC([+-])(\d{1,2})(?::(\d{2}))?$")
 
 
+@functools.lru_cache(maxsize=64)
 def _zone(name: str, where: str) -> datetime.tzinfo:
     """An IANA zone (``Europe/Prague``) or a fixed offset (``UTC+3``)."""
     match = _OFFSET.match(name)
