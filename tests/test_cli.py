@@ -746,3 +746,32 @@ async def test_watch_stopped_with_ctrl_c_exits_0(fake_server):
     assert code == 0, err
     assert err == b""
     assert json.loads(out.decode().splitlines()[0]) == {"message": "hello"}
+
+
+def test_show_prints_the_plan_state_headroom_and_history(run, store):
+    from tradebot.planstore import thd_save_plan_state
+    from tradebot.risk import DAILY_BREACH, PlanEvent, PlanState
+
+    add(run, "alice", "--balance", "9700")
+    account = store.account_by_name("alice")
+    assert "plan state:      none yet" in run("account", "show", "alice")[1]
+    # the default plan: 5% daily from the day's 10000 (floor 9500), 10% from the phase's 10200 (9180)
+    state = PlanState(
+        2, 3, Decimal(10200), "2026-03-02", Decimal(10000), Decimal(10200), 3, "2026-03-02", "paused_today"
+    )
+    breach = PlanEvent(
+        DAILY_BREACH, 1772449200.0, 2, 3, Decimal(9700), Decimal("9499.5"), "equity below the daily loss limit"
+    )
+    store.run(thd_save_plan_state, account.id, state, [breach], 1772449200.0)
+    code, out, err = run("account", "show", "alice")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "phase/step:      2/3" in lines
+    assert "plan status:     paused_today, phase 2 (verification) step 3" in lines
+    assert "trading day:     2026-03-02 (starts 00:00 Europe/Prague)" in lines
+    assert "day start:       10000.00" in lines
+    assert "daily headroom:  200.00 (equity floor 9500.00)" in lines
+    assert "total headroom:  520.00 (equity floor 9180.00)" in lines
+    assert "target:          10710.00" in lines
+    event = next(l for l in lines if "daily_breach" in l)
+    assert event.split()[:8] == ["2026-03-02", "11:00:00", "daily_breach", "2", "3", "9700.00", "9499.50", "equity"]

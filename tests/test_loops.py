@@ -136,7 +136,7 @@ def test_signal_placement_reports_and_take_profit(inline_store):
     assert {k: completed["data"][k] for k in messages.trade_completed(0, "", "", 0, 0, 1, 1, 1, 1, 1, 1)["data"]} == {
         "symbol": "XAUUSD",
         "result": "profit",
-        "current_phase": 2,  # the default plan moves to phase 2 on a profit
+        "current_phase": 1,  # the default plan's phase 1 needs +10% over 4 trading days
         "current_step": 1,
         "lot_size": 0.2,
         "stop_loss": 2325.2,
@@ -157,7 +157,7 @@ def test_signal_placement_reports_and_take_profit(inline_store):
         "tp",
     )
     account = inline_store.account_by_name("alice").result
-    assert (account.phase, account.step, account.balance) == (2, 1, Decimal("10200"))
+    assert (account.phase, account.step, account.balance) == (1, 1, Decimal("10200"))
     assert inline_store.pending_events(account.id).result == []  # delivered
 
 

@@ -131,7 +131,7 @@ def test_a_database_at_0003_gains_the_webhook_and_alert_tables_and_keeps_every_r
     engine.dispose()
     before = rows(db_url)
     assert admin(["--db", db_url, "db", "upgrade"]) == 0
-    assert "from schema 0003 to 0004" in capsys.readouterr().out
+    assert f"from schema 0003 to {migrations.head()}" in capsys.readouterr().out
     assert rows(db_url) == before
     engine = make_engine(db_url)
     with engine.connect() as conn:
@@ -206,3 +206,24 @@ def test_a_password_in_the_database_url_is_never_shown(capsys):
     store = SyncStore("postgresql+psycopg://user:s3cret@127.0.0.1:1/none")
     assert "s3cret" not in store.shown_url and "***" in store.shown_url
     store.close()
+
+
+def test_a_database_at_0004_gains_the_plan_tables_and_keeps_every_row(db_url, capsys):
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(migrations._config(conn), "0004")
+        conn.execute(sa.text(
+            "INSERT INTO accounts (id, name, token_hash, symbols, plan, phase, step, balance, "
+            "max_open_trades, always_on, created_at) VALUES "
+            "(1, 'zoe', 'ef56', 'EURUSD', 'default', 2, 3, '7000', 1, :t, 1.5)"
+        ), {"t": False})
+    engine.dispose()
+    before = rows(db_url)
+    assert admin(["--db", db_url, "db", "upgrade"]) == 0
+    assert "from schema 0004 to 0005" in capsys.readouterr().out
+    assert rows(db_url) == before
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM plan_states")).scalar() == 0
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM plan_events")).scalar() == 0
+    engine.dispose()

@@ -108,14 +108,27 @@ def test_a_risk_step_needs_a_loss_to_size_from():
 
 
 def test_the_shipped_plans_load():
-    assert {"default", "fixed"} <= set(plan_names())
+    assert {"default", "fixed", "martingale", "paroli", "fixed-risk"} <= set(plan_names())
     default = load_plan("default")
-    assert [len(p.steps) for p in default.phases] == [3, 3]
-    assert default.next_position(1, 1, "profit") == (2, 1)
+    assert [len(p.steps) for p in default.phases] == [3, 3, 3]
+    assert [p.target_pct for p in default.phases] == [Decimal(10), Decimal(5), None]
+    assert (default.time_zone, default.day_reset_hour) == ("Europe/Prague", 0)
+    # the ladder alone: a profit restores full risk (the target moves the phase)
+    assert default.next_position(1, 2, "profit") == (1, 1)
     assert default.next_position(1, 1, "loss") == (1, 2)
     assert default.next_position(1, 3, "loss") == (1, 3)
-    assert default.next_position(2, 3, "profit") == (2, 1)
-    assert load_plan("fixed").lot_size(5, 5, Decimal(1), Decimal(0), GOLD) == Decimal("0.01")
+    fixed = load_plan("fixed")
+    assert fixed.lot_size(5, 5, Decimal(1), Decimal(0), GOLD) == Decimal("0.01")
+    assert [(p.target_pct, p.max_daily_loss_pct, p.max_loss_pct) for p in fixed.phases] == [(None, None, None)]
+
+
+def test_the_old_format_maps_onto_the_new_actions():
+    old = plan_from_dict({
+        "after_last_step": "reset",
+        "phases": [{"on_profit": "stay", "on_loss": "next_step", "steps": [{"lot": 1}, {"lot": 2}]}],
+    })
+    assert (old.phases[0].on_profit, old.phases[0].on_loss, old.phases[0].past_max_steps) == ("hold", "next", "reset")
+    assert old.next_position(1, 2, "loss") == (1, 1)
 
 
 def test_a_plan_file_by_path(tmp_path):
@@ -135,6 +148,19 @@ def test_a_plan_file_by_path(tmp_path):
         ("[[phases]]\nsteps = [{ risk_pct = 101 }]", "over 100"),
         ("[[phases]]\non_loss = 'double'\nsteps = [{ lot = 1 }]", "on_loss"),
         ("after_last_step = 'next_step'\n[[phases]]\nsteps = [{ lot = 1 }]", "after_last_step"),
+        ("[[phases]]\nsteps = [{ lot = 1, multiplier = 2 }]", "exactly one"),
+        ("[[phases]]\nsteps = [{ multiplier = 0 }]", "more than 0"),
+        ("[[phases]]\nmax_steps = 3\nsteps = [{ lot = 1 }]", "max_steps"),
+        ("[[phases]]\npast_max_steps = 'next'\nsteps = [{ lot = 1 }]", "past_max_steps"),
+        ("[[phases]]\nmax_loss_mode = 'rolling'\nsteps = [{ lot = 1 }]", "max_loss_mode"),
+        ("[[phases]]\nmax_daily_loss_pct = 150\nsteps = [{ lot = 1 }]", "over 100"),
+        ("[[phases]]\nmax_loss_pct = 0\nsteps = [{ lot = 1 }]", "more than 0"),
+        ("[[phases]]\ntarget_pct = 'ten'\nsteps = [{ lot = 1 }]", "target_pct"),
+        ("[[phases]]\nmin_trading_days = -1\nsteps = [{ lot = 1 }]", "min_trading_days"),
+        ("[[phases]]\nclose_on_breach = 'yes'\nsteps = [{ lot = 1 }]", "close_on_breach"),
+        ("time_zone = 'Mars/Olympus'\n[[phases]]\nsteps = [{ lot = 1 }]", "unknown time_zone"),
+        ("time_zone = 'UTC+30'\n[[phases]]\nsteps = [{ lot = 1 }]", "out of range"),
+        ("day_reset_hour = 24\n[[phases]]\nsteps = [{ lot = 1 }]", "day_reset_hour"),
         ("colour = 'red'\n[[phases]]\nsteps = [{ lot = 1 }]", "unknown key"),
         ("[[phases]\n", "not valid TOML"),
     ],

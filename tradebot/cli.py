@@ -374,6 +374,7 @@ def cmd_account_show(args, store) -> int:
     ]
     for label, value in fields:
         print(f"{label + ':':17}{value}")
+    _show_plan(store, account)
     live = store.trades(account_name=account.name, live_only=True)
     if live:
         print("live trades:")
@@ -381,6 +382,59 @@ def cmd_account_show(args, store) -> int:
     else:
         print("live trades: none")
     return 0
+
+
+PLAN_EVENT_HEADERS = ("time (UTC)", "event", "phase", "step", "balance", "equity", "detail")
+
+
+def _show_plan(store, account) -> None:
+    """Print the account's plan state: status, the day and its starting
+    balance, the headroom left under each limit at the stored balance, the
+    target, and the history of plan events."""
+    from tradebot.plan import PlanError, load_plan
+    from tradebot.planstore import thd_plan_events, thd_plan_state
+    from tradebot.risk import PlanEngine
+
+    state = store.run(thd_plan_state, account.id)
+    if state is None:
+        print(f"{'plan state:':17}none yet (it starts at the account's first signal check)")
+        return
+    try:
+        engine = PlanEngine(load_plan(account.plan))
+    except PlanError as e:
+        print(f"{'plan state:':17}its plan does not load: {e}")
+        return
+    plan = engine.plan
+    phase = plan.phase_at(state.phase)
+    room = engine.headroom(state, account.balance, account.balance)
+    target = engine.target(state)
+
+    def limit(left, floor):
+        return "no limit" if left is None else f"{_cents(left)} (equity floor {_cents(floor)})"
+
+    fields = [
+        ("plan status", f"{state.status}, phase {state.phase} ({phase.name}) step {state.step}"),
+        ("trading day", f"{state.day} (starts {plan.day_reset_hour:02d}:00 {plan.time_zone})"),
+        ("day start", _cents(state.day_start_balance)),
+        ("phase start", _cents(state.phase_start_balance)),
+        ("daily headroom", limit(room.daily, engine.daily_floor(state))),
+        ("total headroom", limit(room.overall, engine.overall_floor(state))),
+        ("target", "none" if target is None else _cents(target)),
+        ("trading days", f"{state.trading_days} (at least {phase.min_trading_days} before the target counts)"),
+    ]
+    for label, value in fields:
+        print(f"{label + ':':17}{value}")
+    events = store.run(thd_plan_events, account.id)
+    if not events:
+        print("plan events: none")
+        return
+    print("plan events:")
+    rows = [
+        [time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.at)), e.kind, e.phase, e.step,
+         _cents(e.balance), _cents(e.equity), e.detail]
+        for e in events
+    ]
+    print(table(PLAN_EVENT_HEADERS, rows))
 
 
 def cmd_account_revoke(args, store) -> int:

@@ -42,7 +42,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from tradebot import messages, records
+from tradebot import messages, records, risk
 from tradebot.dbfaults import DatabaseFault
 from tradebot.failpoints import crash_point
 from tradebot.broker import (
@@ -54,6 +54,8 @@ from tradebot.broker import (
     Position,
     to_cents,
 )
+from tradebot.plan import PlanError
+from tradebot.planlive import PlanKeeper
 from tradebot.records import Account, TradeRecord
 from tradebot.strategies import StopsRejected
 
@@ -195,6 +197,8 @@ class AccountSession(Service):
         self._under_way = set()  # Deferreds of the guarded work running now
         # every line carries the account's name (a field of its own in JSON logs)
         self._log = log = AccountLogger(account.name, namespace=type(self)._log.namespace)
+        # the plan's state: its limits gate every entry (tradebot.risk)
+        self._plan = PlanKeeper(account.id, lambda: self._plans(self.account.plan), store, clock, log)
         self._signal_loop = _Loop(log, "signal check", self._check_signals, clock, self._track)
         self._monitor_loop = _Loop(log, "trade monitor", self._monitor, clock, self._track)
 
@@ -525,6 +529,8 @@ class AccountSession(Service):
                 self._publish(messages.signal(signal.side, symbol))
                 if await self._place(symbol, spec, signal):
                     busy.add(symbol)
+            if self.running and self._broker.available:
+                await self._plan_update()  # a new day, a target reached with no signal
         finally:
             self._checking = False
             self._update_loops()
@@ -541,9 +547,14 @@ class AccountSession(Service):
             loss_per_lot = -await self._broker.calc_profit(
                 signal.side, symbol, Decimal(1), entry, stop_loss
             )
-            balance = await self._broker.balance()
-            plan = self._plans(account.plan)
-            lot = plan.lot_size(account.phase, account.step, balance, Decimal(loss_per_lot), spec)
+            balance, equity = await self._balance_and_equity()
+            await self._plan.lock.acquire()
+            try:
+                await self._plan.ensure(balance, account.phase, account.step)
+                state = await self._plan.update(balance, equity, len(self._trades))
+                entry = self._plan.entry(balance, equity, Decimal(loss_per_lot), spec)
+            finally:
+                self._plan.lock.release()
         except (BrokerUnavailable, StopsRejected) as e:
             self._log.warn("sizing a {side} trade on {symbol}: {reason}", side=signal.side, symbol=symbol, reason=e)
             self._publish(messages.trade_not_placed(symbol, _reason(e)))
@@ -552,12 +563,25 @@ class AccountSession(Service):
             self._log.failure("sizing a {side} trade on {symbol} failed", side=signal.side, symbol=symbol)
             self._publish(messages.trade_not_placed(symbol, _reason(e)))
             return False
+        if entry.lot is None:
+            self._log.info("{side} {symbol} skipped: {reason}", side=signal.side, symbol=symbol, reason=entry.reason)
+            self._publish(messages.trade_skipped(symbol, entry.reason))
+            return False
+        if entry.reason is not None:
+            self._log.info("{side} {symbol}: {reason}", side=signal.side, symbol=symbol, reason=entry.reason)
+        lot = entry.lot
 
         if not self.running:
             return False  # the session stopped while the order was sized: no new order
         try:
+            # the plan state the limits were measured from is stored before any order
+            await self._plan.lock.acquire()
+            try:
+                await self._plan.save()
+            finally:
+                self._plan.lock.release()
             trade = await self._store.record_intent(
-                account.id, symbol, signal.side, lot, stop_loss, take_profit, account.phase, account.step
+                account.id, symbol, signal.side, lot, stop_loss, take_profit, state.phase, state.step
             )
         except DatabaseFault as e:  # nothing recorded, so no order
             self._log.warn("{side} {symbol} not placed: {error}", side=signal.side, symbol=symbol, error=e)
@@ -627,6 +651,7 @@ class AccountSession(Service):
             position.opened_at,
         )
         self._trades[trade.id] = opened
+        await self._plan_opened()
         self._log.info(
             "account {name}: trade {trade_id} opened, {side} {lot} {symbol} at {price} (ticket {ticket})",
             name=self.account.name,
@@ -658,6 +683,8 @@ class AccountSession(Service):
                 )
             except Exception:
                 self._log.failure("watching trade {trade_id} ({symbol}) failed", trade_id=trade.id, symbol=trade.symbol)
+        if self._trades:
+            await self._plan_update()
         self._update_loops()
 
     async def _watch(self, trade: TradeRecord):
@@ -732,10 +759,21 @@ class AccountSession(Service):
     async def _complete(self, trade: TradeRecord, closed: ClosedPosition):
         """Apply a closed trade's result: store it with the account's new
         phase, step and balance, then tell the clients."""
+        await self._plan.lock.acquire()
+        try:
+            await self._complete_locked(trade, closed)
+        finally:
+            self._plan.lock.release()
+        self._update_loops()
+
+    async def _complete_locked(self, trade: TradeRecord, closed: ClosedPosition):
         account = self.account
         result = records.PROFIT if closed.profit > 0 else records.LOSS
-        phase, step = self._plans(account.plan).next_position(account.phase, account.step, result)
         balance = to_cents(await self._broker.balance())
+        await self._plan.ensure(balance, account.phase, account.step)
+        still_open = len([t for t in self._trades if t != trade.id])
+        plan_state, plan_events = self._plan.closed(result, balance, still_open)
+        phase, step = plan_state.phase, plan_state.step
         payload = messages.trade_completed(
             trade.id,
             trade.symbol,
@@ -761,7 +799,10 @@ class AccountSession(Service):
             step_after=step,
             balance_after=balance,
             payload=payload,
+            plan_state=plan_state,
+            plan_events=plan_events,
         )
+        await self._plan.stored(plan_state, completion.already_recorded)
         self.account = completion.account
         if not completion.already_recorded:
             self._count_trade(result)
@@ -782,7 +823,59 @@ class AccountSession(Service):
             step=completion.account.step,
         )
         await self._publish_event(completion.event_id, completion.payload)
-        self._update_loops()
+
+    # -- the plan ----------------------------------------------------------------
+
+    async def _balance_and_equity(self):
+        """The broker's balance, and the equity: the balance with the floating
+        result of every open position."""
+        balance = await self._broker.balance()
+        positions = await self._broker.open_positions()
+        return balance, balance + sum((p.profit for p in positions), Decimal(0))
+
+    async def _plan_update(self) -> bool:
+        """Bring the plan state up to date (day rollover, breaches, target)
+        and store it; False (logged) if the broker or the store cannot say."""
+        try:
+            balance, equity = await self._balance_and_equity()
+            await self._plan.lock.acquire()
+            try:
+                await self._plan.ensure(balance, self.account.phase, self.account.step)
+                before = self._plan.state
+                state = await self._plan.update(balance, equity, len(self._trades))
+            finally:
+                self._plan.lock.release()
+        except (BrokerUnavailable, DatabaseFault, PlanError) as e:
+            self._log.info("plan state not updated: {reason}", reason=e)
+            return False
+        self._breached(before, state)
+        return True
+
+    async def _plan_opened(self) -> None:
+        """Count the trading day of a trade that opened; never raises."""
+        try:
+            await self._plan.lock.acquire()
+            try:
+                if self._plan.state is None:
+                    await self._plan.ensure(await self._broker.balance(), self.account.phase, self.account.step)
+                await self._plan.opened()
+            finally:
+                self._plan.lock.release()
+        except Exception:
+            self._log.failure("counting the trading day of account {name} failed", name=self.account.name)
+
+    def _breached(self, before, after) -> None:
+        """A breach that asks to close what is open: this broker interface
+        has no close, so the positions stay open under their stop losses."""
+        phase = self._plans(self.account.plan).phase_at(after.phase)
+        newly = after.status in (risk.PAUSED_TODAY, risk.FAILED) and after.status != before.status
+        if newly and phase.close_on_breach and self._trades:
+            self._log.warn(
+                "account {name}: the plan asks to close {n} open trade(s) on a breach; the broker interface "
+                "cannot close positions, so they stay open under their stop losses",
+                name=self.account.name,
+                n=len(self._trades),
+            )
 
 
 #: Lookups in a row, one per monitor interval, that must find no trace of an

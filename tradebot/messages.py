@@ -18,6 +18,7 @@ TRADE_COMPLETED = "Trade completed"
 CHECKING = "checking for signal..."
 TRADE_PLACED = "A signal was received and trade has been placed"
 TRADE_NOT_PLACED = "trade could not be placed"
+TRADE_SKIPPED = "trade skipped"
 INVALID_MESSAGE = "invalid message"
 BROKER_UNAVAILABLE = "broker unavailable"
 BROKER_AVAILABLE = "broker available"
@@ -118,6 +119,12 @@ def trade_placed(symbol: str) -> dict:
 def trade_not_placed(symbol: str, error: str) -> dict:
     """The broker refused the order for a signal; nothing was opened."""
     return {"status": False, "message": TRADE_NOT_PLACED, "data": {"symbol": symbol, "error": error}}
+
+
+def trade_skipped(symbol: str, reason: str) -> dict:
+    """The account's plan kept a signal from becoming a trade (a loss limit
+    reached, or no lot that fits the headroom left); no order was sent."""
+    return {"status": False, "message": TRADE_SKIPPED, "data": {"symbol": symbol, "reason": reason}}
 
 
 def broker_unavailable(reason: str) -> dict:

@@ -150,3 +150,39 @@ alerts = sa.Table(
     sa.Column("taken_at", sa.Float),
     sa.Index("ix_alerts_status_account", "status", "account_id"),
 )
+
+# The plan state of each account (`tradebot.risk.PlanState`): where it is in its
+# plan and every number its limits are measured from, so that a restart in the
+# middle of a day keeps the same limits (`tradebot.planstore`).
+plan_states = sa.Table(
+    "plan_states",
+    metadata,
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("phase", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("phase_start_balance", ExactDecimal, nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),  # ISO date
+    sa.Column("day_start_balance", ExactDecimal, nullable=False),
+    sa.Column("peak_eod_balance", ExactDecimal, nullable=False),
+    sa.Column("trading_days", sa.Integer, nullable=False),
+    sa.Column("last_trading_day", sa.String(10)),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# What moved each account's plan (`tradebot.risk.PlanEvent`): day rollovers,
+# breaches, phase and step changes, with the balance and equity that caused them.
+plan_events = sa.Table(
+    "plan_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("phase", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("balance", ExactDecimal, nullable=False),
+    sa.Column("equity", ExactDecimal, nullable=False),
+    sa.Column("detail", sa.String(500), nullable=False),
+    sa.Index("ix_plan_events_account", "account_id", "id"),
+)

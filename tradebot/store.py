@@ -31,6 +31,7 @@ from twisted.python.threadpool import ThreadPool
 from tradebot import records
 from tradebot.records import Account, Completion, PendingEvent, TradeRecord
 from tradebot import migrations
+from tradebot.planstore import thd_save_plan_state
 from tradebot.dbfaults import CHECK_INTERVAL, UNREACHABLE, DatabaseFault, WriteHealth, classify
 from tradebot.schema import accounts, broker_state, events, trades
 
@@ -429,10 +430,14 @@ def thd_complete_trade(
     balance_after,
     payload,
     now,
+    plan_state=None,
+    plan_events=(),
 ) -> Completion:
     """Record a trade's result, move its account to the new phase, step and
-    balance, and queue the completion message, all in one transaction. A trade
-    recorded as closed already is left as it is (`already_recorded`)."""
+    balance, and queue the completion message, all in one transaction; with
+    `plan_state` (a `tradebot.risk.PlanState`), store it and `plan_events`
+    in the same transaction. A trade recorded as closed already is left as it
+    is (`already_recorded`), and so is the plan state."""
     trade = _trade_by_id(conn, trade_id)
     if trade.status == records.CLOSED:
         row = conn.execute(
@@ -465,6 +470,8 @@ def thd_complete_trade(
         .where(accounts.c.id == trade.account_id)
         .values(phase=phase_after, step=step_after, balance=balance_after)
     )
+    if plan_state is not None:
+        thd_save_plan_state(conn, trade.account_id, plan_state, plan_events, now)
     event_id = conn.execute(
         events.insert().values(
             account_id=trade.account_id,

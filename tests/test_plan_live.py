@@ -1,0 +1,130 @@
+"""
+The plan in a live session, driven by a Clock on a scripted market: every
+entry is gated and sized by the plan's limits, a skip is told to the clients,
+the plan state survives a restart in the middle of a day, and the completion
+message reports the phase and step of the new state.
+"""
+
+from decimal import Decimal
+
+from tradebot import messages
+from tradebot.broker import SELL
+from tradebot.planstore import thd_plan_events, thd_plan_state
+from tradebot.risk import DAILY_BREACH, DAY_ROLLOVER, PAUSED_TODAY, PHASE_PASSED, STEP_CHANGED
+from tradebot.strategies import Signal
+
+from .test_loops import MONITOR_INTERVAL, SIGNAL_INTERVAL, Rig
+
+# a SELL of EURUSD at the bid 1.08500 with its stop 0.00200 above: one lot
+# loses 200 at the stop, and makes 400 at the take profit 0.00400 below
+SELL_EURUSD = Signal(SELL, Decimal("0.00200"), Decimal("0.00400"))
+DAY = 86400
+
+
+def plan_file(tmp_path, name, body):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\ntime_zone = "UTC"\n' + body)
+    return str(path)
+
+
+ONE_LOT = '[[phases]]\non_loss = "hold"\non_profit = "hold"\nsteps = [{ lot = 1 }]\n'
+ONE_LOT_DAILY_1PCT = '[[phases]]\nmax_daily_loss_pct = 1\non_loss = "hold"\nsteps = [{ lot = 1 }]\n'
+
+
+def lose_one_lot(rig, client):
+    """A 1.00 lot SELL that closes at its stop loss: 200 lost."""
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert client.take()[-1] == messages.trade_placed("EURUSD")
+    assert rig.broker.orders[-1].volume == Decimal("1.00")
+    rig.broker.set_bid("EURUSD", "1.08700")
+    rig.clock.advance(MONITOR_INTERVAL)
+
+
+def test_a_daily_breach_skips_signals_until_the_next_day_even_across_a_restart(inline_store, tmp_path):
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "loose", ONE_LOT))
+    client = rig.stream()
+    client.take()
+    lose_one_lot(rig, client)  # 10000 -> 9800, under a plan with no limit
+    # the account moves to a plan whose daily limit (1% of the day's 10000) that loss broke
+    inline_store.update_account("alice", {"plan": plan_file(tmp_path, "tight", ONE_LOT_DAILY_1PCT)})
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    client.take()
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert client.take() == [
+        messages.checking("EURUSD"),
+        messages.signal(SELL, "EURUSD"),
+        messages.trade_skipped("EURUSD", "the daily loss limit was reached; trading resumes next day"),
+    ]
+    orders = len(rig.broker.orders)
+    state = inline_store.run(thd_plan_state, rig.account.id).result
+    assert (state.status, state.day_start_balance) == (PAUSED_TODAY, Decimal(10000))
+    [breach] = [e for e in inline_store.run(thd_plan_events, rig.account.id).result if e.kind == DAILY_BREACH]
+    assert (breach.balance, breach.equity) == (Decimal(9800), Decimal(9800))
+
+    # a restart in the middle of the day keeps the pause and the day's start
+    rig.session.stopService()
+    rig.session = rig.new_session()
+    client = rig.stream()
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert client.take()[-1]["message"] == messages.TRADE_SKIPPED
+    assert len(rig.broker.orders) == orders
+
+    # the next day starts at 9800 (floor 9702): 98 of room, so 0.49 lot
+    rig.clock.advance(DAY - rig.clock.seconds() % DAY)
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert client.take()[-1] == messages.trade_placed("EURUSD")
+    assert rig.broker.orders[-1].volume == Decimal("0.49")
+    state = inline_store.run(thd_plan_state, rig.account.id).result
+    assert (state.day, state.day_start_balance, state.status) == ("1970-01-02", Decimal(9800), "active")
+    assert (state.trading_days, state.last_trading_day) == (2, "1970-01-02")
+    assert DAY_ROLLOVER in [e.kind for e in inline_store.run(thd_plan_events, rig.account.id).result]
+
+
+def test_the_lot_is_cut_to_the_headroom_and_a_target_moves_the_phase(inline_store, tmp_path):
+    two_phases = (
+        '[[phases]]\ntarget_pct = 1\nmax_daily_loss_pct = 1\nsteps = [{ lot = 1 }, { lot = 2 }]\n'
+        '[[phases]]\nsteps = [{ lot = 0.1 }]\n'
+    )
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "two", two_phases))
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    client = rig.stream()
+    assert client.take()[-1] == messages.trade_placed("EURUSD")
+    [order] = rig.broker.orders
+    assert order.volume == Decimal("0.50")  # 1.00 cut: 100 of room at 200 a lot
+    assert rig.trades()[0].phase == 1
+    rig.broker.set_bid("EURUSD", "1.08090")  # the ask 1.08100 reaches the take profit: +200
+    rig.clock.advance(MONITOR_INTERVAL)
+    completed = client.take()[0]["data"]
+    # the ladder alone would say phase 1 step 2; the target (10100) passes the phase
+    assert (completed["current_phase"], completed["current_step"]) == (2, 1)
+    assert completed["new_account_balance"] == 10200.0
+    account = inline_store.account_by_name("alice").result
+    assert (account.phase, account.step) == (2, 1)
+    state = inline_store.run(thd_plan_state, account.id).result
+    assert (state.phase, state.phase_start_balance, state.trading_days) == (2, Decimal(10200), 0)
+    events = inline_store.run(thd_plan_events, account.id).result
+    assert [(e.kind, e.balance) for e in events] == [(STEP_CHANGED, Decimal(10200)), (PHASE_PASSED, Decimal(10200))]
+
+
+def test_a_lot_that_cannot_fit_the_minimum_volume_is_skipped(inline_store, tmp_path):
+    tiny = '[[phases]]\nmax_loss_pct = 0.01\nsteps = [{ lot = 1 }]\n'  # 1.00 of room: 0.01 lot loses 2
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "tiny", tiny))
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    client = rig.stream()
+    assert client.take()[-1] == messages.trade_skipped(
+        "EURUSD", "0.01 lot would lose more than the 1.00 left under the overall loss limit"
+    )
+    assert rig.broker.orders == [] and rig.trades() == []
+
+
+def test_the_day_rolls_over_with_no_trade_and_no_signal(inline_store, tmp_path):
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "tight", ONE_LOT_DAILY_1PCT))
+    rig.stream()
+    rig.clock.advance(DAY)  # one signal check a minute finds nothing all day
+    state = inline_store.run(thd_plan_state, rig.account.id).result
+    assert state.day == "1970-01-02"
+    [event] = inline_store.run(thd_plan_events, rig.account.id).result
+    assert (event.kind, event.at, event.balance) == (DAY_ROLLOVER, float(DAY), Decimal(10000))

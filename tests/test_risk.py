@@ -1,0 +1,310 @@
+"""
+The plan engine (tradebot.risk): each step rule, each shipped plan's
+transitions, the trading day across time zones and DST, static and trailing
+maximum loss, minimum trading days, lot cutting at the headroom, breaches.
+All pure: times are epoch seconds given to the engine.
+"""
+
+import datetime
+from decimal import Decimal
+
+import attrs
+import pytest
+
+from tradebot.broker import SymbolSpec
+from tradebot.plan import LOSS, PROFIT, load_plan, plan_from_dict
+from tradebot.risk import (
+    ACTIVE,
+    COMPLETED,
+    DAILY_BREACH,
+    DAY_ROLLOVER,
+    FAILED,
+    MAX_LOSS_BREACH,
+    PAUSED_TODAY,
+    PHASE_FAILED,
+    PHASE_PASSED,
+    STEP_CHANGED,
+    Entry,
+    PlanEngine,
+)
+
+D = Decimal
+EURUSD = SymbolSpec("EURUSD", 5, D(100000), D("0.01"), D("100"), D("0.01"))
+
+
+def at(text: str, tz: str = "UTC") -> float:
+    """Epoch seconds of a wall-clock time in a zone: at("2026-03-02 10:00")."""
+    from zoneinfo import ZoneInfo
+
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz)).timestamp()
+
+
+T0 = at("2026-03-02 10:00")  # a Monday
+
+
+def engine(**phase):
+    """An engine for a one-phase plan: fixed 0.10 lot steps unless given."""
+    doc = {"name": "t", "phases": [dict({"steps": [{"lot": 0.1}]}, **phase)]}
+    return PlanEngine(plan_from_dict(doc))
+
+
+def ladder(on_profit, on_loss, steps=3, **extra):
+    return engine(
+        steps=[{"lot": round(0.1 * (i + 1), 2)} for i in range(steps)], on_profit=on_profit, on_loss=on_loss, **extra
+    )
+
+
+# -- the step ladder ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "action, start, expected",
+    [("next", 1, 2), ("next", 2, 3), ("reset", 3, 1), ("prev", 3, 2), ("prev", 1, 1), ("hold", 2, 2)],
+)
+@pytest.mark.parametrize("result", [PROFIT, LOSS])
+def test_each_step_rule(action, start, expected, result):
+    e = ladder(action if result == PROFIT else "hold", action if result == LOSS else "hold")
+    state = attrs.evolve(e.start(D(10000), T0), step=start)
+    after, events = e.closed(state, result, D(10000), T0)
+    assert after.step == expected
+    assert [ev.kind for ev in events] == ([STEP_CHANGED] if expected != start else [])
+    if expected != start:
+        assert events[0].detail == f"{result}: step {start} -> {expected}"
+
+
+@pytest.mark.parametrize("past, expected", [("hold", 3), ("reset", 1), ("prev", 2)])
+def test_next_past_max_steps_does_what_the_phase_says(past, expected):
+    e = ladder("next", "next", steps=4, max_steps=3, past_max_steps=past)
+    state = attrs.evolve(e.start(D(10000), T0), step=3)
+    assert e.closed(state, LOSS, D(10000), T0)[0].step == expected
+
+
+def test_a_step_overrides_its_phases_action():
+    e = engine(on_loss="next", steps=[{"lot": 0.1}, {"lot": 0.2, "on_loss": "reset"}, {"lot": 0.3}])
+    state = e.start(D(10000), T0)
+    state = e.closed(state, LOSS, D(9900), T0)[0]
+    assert state.step == 2
+    assert e.closed(state, LOSS, D(9800), T0)[0].step == 1
+
+
+def test_step_sizes_lot_risk_and_multiplier():
+    e = PlanEngine(plan_from_dict({"phases": [{
+        "base_lot": 0.05, "on_loss": "next",
+        "steps": [{"lot": 0.07}, {"risk_pct": 1}, {"multiplier": 3}],
+    }]}))
+    state = e.start(D(10000), T0)
+    # 1% of 10000 = 100; one lot loses 400 at the stop: 0.25 lot
+    sizes = [e.entry(attrs.evolve(state, step=s), D(10000), D(10000), D(400), EURUSD, T0).lot for s in (1, 2, 3)]
+    assert sizes == [D("0.07"), D("0.25"), D("0.15")]
+
+
+def test_a_risk_step_without_a_stop_is_skipped_not_raised():
+    e = engine(steps=[{"risk_pct": 1}])
+    entry = e.entry(e.start(D(10000), T0), D(10000), D(10000), D(0), EURUSD, T0)
+    assert entry.lot is None and "nothing at risk" in entry.reason
+
+
+# -- shipped plans --------------------------------------------------------------------
+
+
+def walk(e, results, balance=D(10000)):
+    state = e.start(balance, T0)
+    seen = []
+    for result in results:
+        state = e.closed(state, result, balance, T0)[0]
+        seen.append(state.step)
+    return seen
+
+
+def test_martingale_doubles_after_losses_resets_on_profit_and_after_5_steps():
+    e = PlanEngine(load_plan("martingale"))
+    assert walk(e, [LOSS, LOSS, PROFIT, LOSS, LOSS, LOSS, LOSS, LOSS]) == [2, 3, 1, 2, 3, 4, 5, 1]
+    state = e.start(D(100000), T0)
+    lots = [e.entry(attrs.evolve(state, step=s), D(100000), D(100000), D(10), EURUSD, T0).lot for s in range(1, 6)]
+    assert lots == [D("0.01"), D("0.02"), D("0.04"), D("0.08"), D("0.16")]
+
+
+def test_paroli_doubles_after_profits_for_3_steps_and_resets_on_loss():
+    e = PlanEngine(load_plan("paroli"))
+    assert walk(e, [PROFIT, PROFIT, PROFIT, PROFIT, LOSS, PROFIT, LOSS]) == [2, 3, 1, 2, 1, 2, 1]
+
+
+def test_fixed_risk_holds_at_one_percent():
+    e = PlanEngine(load_plan("fixed-risk"))
+    assert walk(e, [PROFIT, LOSS, LOSS]) == [1, 1, 1]
+    assert e.entry(e.start(D(10000), T0), D(10000), D(10000), D(1000), EURUSD, T0).lot == D("0.10")
+
+
+def test_fixed_is_001_lot_with_no_binding_limit():
+    e = PlanEngine(load_plan("fixed"))
+    state = e.start(D(10000), T0)
+    assert walk(e, [PROFIT, LOSS]) == [1, 1]
+    # even with equity at a fraction of the start, nothing breaches or cuts
+    state, events = e.update(state, D(100), D(50), T0, open_trades=1)
+    assert (state.status, events) == (ACTIVE, [])
+    assert e.entry(state, D(100), D(50), D(100000), EURUSD, T0) == Entry(D("0.01"), None)
+
+
+def test_default_is_ftmo_like_10_then_5_percent_with_5_daily_and_10_max():
+    e = PlanEngine(load_plan("default"))
+    state = e.start(D(100000), T0)
+    assert (e.target(state), e.daily_floor(state), e.overall_floor(state)) == (D(110000), D(95000), D(90000))
+    assert walk(e, [LOSS, LOSS, LOSS, PROFIT], D(100000)) == [2, 3, 3, 1]
+    for day in range(4):  # four trading days
+        state = e.opened(state, T0 + day * 86400)
+    state, events = e.update(state, D(110000), D(110000), T0 + 3 * 86400, open_trades=0)
+    assert state.phase == 2 and state.phase_start_balance == D(110000) and state.trading_days == 0
+    assert e.target(state) == D(115500)
+    assert PHASE_PASSED in [ev.kind for ev in events]
+
+
+# -- the trading day ------------------------------------------------------------------
+
+
+def test_day_rolls_over_at_midnight_prague_not_utc():
+    e = engine(max_daily_loss_pct=5)
+    e = PlanEngine(attrs.evolve(e.plan, time_zone="Europe/Prague"))
+    state = e.start(D(10000), at("2026-01-14 22:30"))  # 23:30 in Prague (CET, UTC+1)
+    assert state.day == "2026-01-14"
+    state, events = e.update(state, D(10200), D(10150), at("2026-01-14 22:59:59"), 0)
+    assert (state.day, events) == ("2026-01-14", [])
+    state, events = e.update(state, D(10200), D(10150), at("2026-01-14 23:00"), 0)  # Prague midnight
+    assert state.day == "2026-01-15" and state.day_start_balance == D(10200)
+    assert [(ev.kind, ev.balance, ev.equity) for ev in events] == [(DAY_ROLLOVER, D(10200), D(10150))]
+
+
+def test_day_rollover_follows_the_dst_change():
+    e = PlanEngine(attrs.evolve(engine().plan, time_zone="Europe/Prague"))
+    # before 29 March 2026 Prague midnight is 23:00 UTC, after it 22:00 UTC
+    assert e.plan.day_of(at("2026-03-27 22:59:59")) == "2026-03-27"
+    assert e.plan.day_of(at("2026-03-27 23:00")) == "2026-03-28"
+    assert e.plan.day_of(at("2026-03-29 21:59:59")) == "2026-03-29"
+    assert e.plan.day_of(at("2026-03-29 22:00")) == "2026-03-30"
+
+
+def test_reset_hour_and_fixed_offset_the5ers_style():
+    plan = plan_from_dict({"time_zone": "UTC+3", "day_reset_hour": 0, "phases": [{"steps": [{"lot": 1}]}]})
+    assert plan.day_of(at("2026-06-01 20:59:59")) == "2026-06-01"
+    assert plan.day_of(at("2026-06-01 21:00")) == "2026-06-02"  # 00:00 UTC+3
+    later = attrs.evolve(plan, time_zone="UTC", day_reset_hour=17)
+    assert later.day_of(at("2026-06-01 16:59")) == "2026-05-31"
+    assert later.day_of(at("2026-06-01 17:00")) == "2026-06-01"
+
+
+# -- limits --------------------------------------------------------------------------
+
+
+def test_daily_breach_pauses_for_the_rest_of_the_day_only():
+    e = engine(max_daily_loss_pct=5)
+    state = e.start(D(10000), T0)
+    state, events = e.update(state, D(10000), D(9500), T0, 1)  # exactly at the limit: no breach
+    assert (state.status, events) == (ACTIVE, [])
+    state, events = e.update(state, D(10000), D("9499.99"), T0 + 60, 1)
+    assert state.status == PAUSED_TODAY
+    assert [(ev.kind, ev.balance, ev.equity) for ev in events] == [(DAILY_BREACH, D(10000), D("9499.99"))]
+    assert e.entry(state, D(9400), D(9400), D(100), EURUSD, T0 + 120).lot is None
+    again, events = e.update(state, D(9400), D(9300), T0 + 180, 0)
+    assert (again.status, events) == (PAUSED_TODAY, [])  # recorded once
+    state, events = e.update(again, D(9400), D(9400), T0 + 86400, 0)
+    assert state.status == ACTIVE and state.day_start_balance == D(9400)
+    assert [ev.kind for ev in events] == [DAY_ROLLOVER]
+
+
+def test_static_max_loss_fails_the_phase_for_good():
+    e = engine(max_loss_pct=10)
+    state = e.start(D(10000), T0)
+    state, events = e.update(state, D(9200), D(9000), T0, 1)  # exactly at the limit: no breach
+    assert (state.status, events) == (ACTIVE, [])
+    state, events = e.update(state, D(9200), D("8999.99"), T0, 1)
+    assert state.status == FAILED
+    assert [ev.kind for ev in events] == [MAX_LOSS_BREACH, PHASE_FAILED]
+    state, events = e.update(state, D(12000), D(12000), T0 + 86400, 0)
+    assert state.status == FAILED
+    assert e.entry(state, D(12000), D(12000), D(100), EURUSD, T0 + 86400).reason.startswith("phase 1 failed")
+
+
+def test_trailing_max_loss_follows_the_highest_end_of_day_balance():
+    static = engine(max_loss_pct=10)
+    trailing = engine(max_loss_pct=10, max_loss_mode="trailing")
+    for e in (static, trailing):
+        state = e.start(D(10000), T0)
+        state, _ = e.update(state, D(11000), D(11000), T0 + 86400, 0)  # day 2 starts at 11000
+        state, _ = e.update(state, D(10500), D(10500), T0 + 2 * 86400, 0)  # a lower end of day
+        assert state.peak_eod_balance == D(11000)
+        result, _ = e.update(state, D(10000), D("9850"), T0 + 2 * 86400 + 60, 1)
+        assert result.status == (FAILED if e is trailing else ACTIVE)
+        assert e.overall_floor(state) == (D(9900) if e is trailing else D(9000))
+
+
+def test_target_needs_no_open_trade_and_min_trading_days():
+    e = engine(target_pct=10, min_trading_days=2)
+    state = e.opened(e.start(D(10000), T0), T0)
+    state = e.opened(state, T0 + 3600)  # the same day counts once
+    assert state.trading_days == 1
+    assert e.update(state, D(11000), D(11000), T0 + 7200, 0)[0].status == ACTIVE  # 1 day < 2
+    state = e.opened(state, T0 + 86400)
+    assert e.update(state, D(11000), D(11000), T0 + 86400, 1)[0].status == ACTIVE  # a trade is open
+    assert e.update(state, D("10999.99"), D(11000), T0 + 86400, 0)[0].status == ACTIVE
+    done, events = e.update(state, D(11000), D(11000), T0 + 86400, 0)
+    assert done.status == COMPLETED and done.phase == 1  # the last phase holds
+    assert [ev.kind for ev in events] == [DAY_ROLLOVER, PHASE_PASSED]
+    assert e.entry(done, D(11000), D(11000), D(10), EURUSD, T0).lot is None
+
+
+def test_closed_passes_the_phase_when_the_close_reaches_the_target():
+    e = PlanEngine(plan_from_dict({"phases": [
+        {"target_pct": 10, "steps": [{"lot": 0.1}, {"lot": 0.2}], "on_loss": "next"},
+        {"target_pct": 5, "steps": [{"lot": 0.1}]},
+    ]}))
+    state = attrs.evolve(e.opened(e.start(D(10000), T0), T0), step=2)
+    state, events = e.closed(state, PROFIT, D(11000), T0 + 60)
+    assert (state.phase, state.step, state.phase_start_balance, state.status) == (2, 1, D(11000), ACTIVE)
+    assert [ev.kind for ev in events] == [PHASE_PASSED]
+    assert e.closed(state, PROFIT, D(11000), T0, open_trades=0)[0].phase == 2
+
+
+def test_old_next_phase_action_moves_phase_and_records_it():
+    e = PlanEngine(plan_from_dict({"phases": [
+        {"on_profit": "next_phase", "steps": [{"lot": 0.1}]}, {"steps": [{"lot": 0.1}]}
+    ]}))
+    state, events = e.closed(e.start(D(10000), T0), PROFIT, D(10100), T0)
+    assert (state.phase, state.phase_start_balance) == (2, D(10100))
+    assert [ev.kind for ev in events] == [PHASE_PASSED]
+
+
+# -- lot cutting ------------------------------------------------------------------------
+
+
+def test_lot_is_cut_to_the_smaller_headroom():
+    e = engine(steps=[{"lot": 1}], max_daily_loss_pct=5, max_loss_pct=10)
+    state = e.start(D(10000), T0)
+    # day started at 10000 (floor 9500); phase floor 9000; equity 9700: 200 left today
+    entry = e.entry(state, D(9800), D(9700), D(1000), EURUSD, T0)
+    assert entry == Entry(D("0.20"), "lot cut from 1.00 to 0.20 to fit the 200.00 left under the daily loss limit")
+    # a new day from 9300 (floor 8835): the overall floor 9000 binds, 300 left
+    state, _ = e.update(state, D(9300), D(9300), T0 + 86400, 0)
+    entry = e.entry(state, D(9300), D(9300), D(1000), EURUSD, T0 + 86400)
+    assert entry.lot == D("0.30") and "overall" in entry.reason
+
+
+def test_cut_rounds_down_to_the_volume_step():
+    e = engine(steps=[{"lot": 1}], max_daily_loss_pct=5)
+    entry = e.entry(e.start(D(10000), T0), D(10000), D(10000), D(3000), EURUSD, T0)
+    assert entry.lot == D("0.16")  # 500 / 3000 = 0.1666...; 0.17 would lose 510
+
+
+def test_below_the_minimum_volume_the_trade_is_skipped():
+    e = engine(steps=[{"lot": 1}], max_daily_loss_pct=5)
+    entry = e.entry(e.start(D(10000), T0), D(10000), D(9505), D(1000), EURUSD, T0)  # 5 left; 0.01 loses 10
+    assert entry == Entry(None, "0.01 lot would lose more than the 5.00 left under the daily loss limit")
+
+
+def test_a_lot_that_fits_is_not_cut():
+    e = engine(steps=[{"lot": 0.5}], max_daily_loss_pct=5)
+    assert e.entry(e.start(D(10000), T0), D(10000), D(10000), D(1000), EURUSD, T0) == Entry(D("0.50"), None)
+
+
+def test_no_stop_with_limits_is_skipped():
+    e = engine(max_daily_loss_pct=5)
+    entry = e.entry(e.start(D(10000), T0), D(10000), D(10000), D(0), EURUSD, T0)
+    assert entry.lot is None and "no stop loss" in entry.reason

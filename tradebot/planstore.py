@@ -1,0 +1,77 @@
+"""
+Persistence of plan states and plan events (tables ``plan_states`` and
+``plan_events``): ``thd_*`` functions run by a store (`Store.run`) inside one
+transaction, like those of `tradebot.store`.
+
+An account's ``phase`` and ``step`` columns are kept equal to its plan state's,
+so older readers of the account see the same place.
+"""
+
+from typing import Iterable, List, Optional
+
+import sqlalchemy as sa
+
+from tradebot.risk import PlanEvent, PlanState
+from tradebot.schema import accounts, plan_events, plan_states
+
+
+def thd_plan_state(conn, account_id: int) -> Optional[PlanState]:
+    """The account's stored plan state, or None if it has none yet."""
+    row = conn.execute(sa.select(plan_states).where(plan_states.c.account_id == account_id)).first()
+    if row is None:
+        return None
+    return PlanState(
+        phase=row.phase,
+        step=row.step,
+        phase_start_balance=row.phase_start_balance,
+        day=row.day,
+        day_start_balance=row.day_start_balance,
+        peak_eod_balance=row.peak_eod_balance,
+        trading_days=row.trading_days,
+        last_trading_day=row.last_trading_day,
+        status=row.status,
+    )
+
+
+def thd_save_plan_state(conn, account_id: int, state: PlanState, events: Iterable[PlanEvent], now: float) -> None:
+    """Store the account's plan state (and its phase and step on the account)
+    and append `events` to its history, in the caller's transaction."""
+    values = dict(
+        phase=state.phase,
+        step=state.step,
+        phase_start_balance=state.phase_start_balance,
+        day=state.day,
+        day_start_balance=state.day_start_balance,
+        peak_eod_balance=state.peak_eod_balance,
+        trading_days=state.trading_days,
+        last_trading_day=state.last_trading_day,
+        status=state.status,
+        updated_at=now,
+    )
+    updated = conn.execute(plan_states.update().where(plan_states.c.account_id == account_id).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(plan_states.insert().values(account_id=account_id, **values))
+    conn.execute(accounts.update().where(accounts.c.id == account_id).values(phase=state.phase, step=state.step))
+    for event in events:
+        conn.execute(
+            plan_events.insert().values(
+                account_id=account_id,
+                kind=event.kind,
+                at=event.at,
+                phase=event.phase,
+                step=event.step,
+                balance=event.balance,
+                equity=event.equity,
+                detail=event.detail[:500],
+            )
+        )
+
+
+def thd_plan_events(conn, account_id: int, limit: Optional[int] = None) -> List[PlanEvent]:
+    """The account's plan events, oldest first (the latest `limit` if given)."""
+    query = sa.select(plan_events).where(plan_events.c.account_id == account_id).order_by(plan_events.c.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
+    rows = list(conn.execute(query))
+    rows.reverse()
+    return [PlanEvent(r.kind, r.at, r.phase, r.step, r.balance, r.equity, r.detail) for r in rows]
