@@ -103,6 +103,17 @@ _START_PRICE = {"XAUUSD": 2330.0, "EURUSD": 1.085, "GBPUSD": 1.27, "USDJPY": 151
 _VOLATILITY = {"XAUUSD": 2.8e-05, "EURUSD": 1.0e-05, "GBPUSD": 1.1e-05, "USDJPY": 1.0e-05, "BTCUSD": 8.0e-05}
 
 
+def profit_in_quote(spec: SymbolSpec, side: str, volume, price_open, price_close) -> Decimal:
+    """What `volume` lots of `spec` make from `price_open` to `price_close`,
+    in the symbol's profit currency, unrounded: price difference x contract
+    size x volume (MT5's rule for forex and CFDs). The paper market and the
+    backtester both use it."""
+    difference = Decimal(str(price_close)) - Decimal(str(price_open))
+    if side == SELL:
+        difference = -difference
+    return difference * spec.contract_size * Decimal(str(volume))
+
+
 class _SymbolWalk:
     """One symbol's random walk, its forming bar and its completed bars."""
 
@@ -319,10 +330,7 @@ class PaperMarket:
         """What `volume` lots make from `price_open` to `price_close`, in USD,
         unrounded: price difference x contract size x volume, converted."""
         spec = self.spec(name)
-        difference = Decimal(str(price_close)) - Decimal(str(price_open))
-        if side == SELL:
-            difference = -difference
-        raw = difference * spec.contract_size * Decimal(str(volume))
+        raw = profit_in_quote(spec, side, volume, price_open, price_close)
         return self.to_account_currency(raw, spec.profit_currency)
 
     # -- positions -------------------------------------------------------------
