@@ -245,10 +245,14 @@ class PaperMarket:
         self.walks: Dict[str, _SymbolWalk] = {}
         for index, (name, spec) in enumerate(sorted(CATALOG.items())):
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index])))
-            self.walks[name] = _SymbolWalk(spec, rng, _START_PRICE[name], _VOLATILITY[name])
+            self.walks[name] = self._walk(name, spec, rng)
         self._open: Dict[int, _OpenPosition] = {}
         self.on_change = None  # called after positions close during an advance
         self.advance()
+
+    def _walk(self, name: str, spec: SymbolSpec, rng: np.random.Generator) -> "_SymbolWalk":
+        """The price source of one symbol: a seeded random walk."""
+        return _SymbolWalk(spec, rng, _START_PRICE[name], _VOLATILITY[name])
 
     # -- time -----------------------------------------------------------------
 
@@ -465,6 +469,65 @@ class PaperMarket:
                 self.walks[name].load(saved)
 
 
+class _ReplayWalk(_SymbolWalk):
+    """A symbol whose bid replays given M1 bars, a bar a minute: each bar's
+    open for its first 15 seconds, then the extreme nearer the open's side
+    (the low of a rising bar, the high of a falling one), then the other
+    extreme, then the close for its last 15 seconds. Before the first bar
+    the bid is its open, after the last one its close."""
+
+    def __init__(self, spec: SymbolSpec, rng: np.random.Generator, bars):
+        self.source = bars
+        rising = bars.close >= bars.open
+        # the bid of each quarter of each bar: open, first extreme, second, close
+        self.quarters = np.column_stack(
+            [
+                bars.open,
+                np.where(rising, bars.low, bars.high),
+                np.where(rising, bars.high, bars.low),
+                bars.close,
+            ]
+        )
+        super().__init__(spec, rng, float(bars.open[0]), 0.0)
+
+    def step(self, first_second: int, count: int):
+        """The replayed bids of `count` seconds from `first_second`."""
+        seconds = np.arange(first_second, first_second + count, dtype=np.int64)
+        offset = seconds - int(self.source.time[0])
+        bar = np.clip(offset // 60, 0, len(self.source) - 1)
+        quarter = np.where(offset < 0, 0, np.where(offset // 60 >= len(self.source), 3, (offset % 60) // 15))
+        bids = np.round(self.quarters[bar, quarter], self.spec.digits)
+        self.price = float(bids[-1])
+        self.bid = float(bids[-1])
+        self._add_to_bars(seconds, bids)
+        return seconds, bids
+
+
+class BarReplayMarket(PaperMarket):
+    """A paper market whose `symbol` replays given M1 bars (an object with
+    float arrays ``time``, ``open``, ``high``, ``low``, ``close``, times on
+    whole minutes one minute apart, e.g. `tradebot.backtest.bars.Bars`) and
+    whose other symbols walk as usual: for tests and demos that must see
+    known prices. Simulated time starts `WARM_UP_BARS` bars into the series,
+    so a strategy has that history at once; the stops are settled second by
+    second on the replayed bids like any paper price."""
+
+    def __init__(self, clock, symbol: str, bars, seed: int = 7, speed: float = 1.0):
+        times = np.asarray(bars.time)
+        if len(times) <= WARM_UP_BARS:
+            raise ValueError(f"a bar replay needs more than {WARM_UP_BARS} bars")
+        if times[0] % 60 or np.any(np.diff(times) != 60):
+            raise ValueError("a bar replay needs M1 bars on whole minutes, one minute apart")
+        self._replay_symbol = symbol
+        self._replay_bars = bars
+        super().__init__(clock, seed=seed, speed=speed, origin=float(times[0]) + WARM_UP_BARS * 60)
+
+    def _walk(self, name, spec, rng):
+        if name == self._replay_symbol:
+            return _ReplayWalk(spec, rng, self._replay_bars)
+        return super()._walk(name, spec, rng)
+
+
 class PaperBroker(Broker):
     """One paper trading account on the shared market."""
 
@@ -644,7 +707,7 @@ class PaperBackend(BrokerBackend):
 
     _log = Logger()
 
-    def __init__(self, store=None, reactor=None, seed=7, speed=1.0, balance=Decimal(10000), leverage=100):
+    def __init__(self, store=None, reactor=None, seed=7, speed=1.0, balance=Decimal(10000), leverage=100, market=None):
         if reactor is None:
             from twisted.internet import reactor
         self.store = store
@@ -657,6 +720,8 @@ class PaperBackend(BrokerBackend):
         #: Where simulated time starts for a new market (default: this minute).
         self.origin: Optional[float] = None
         self.market: Optional[PaperMarket] = None
+        #: A market to start with instead of a new random one (a `BarReplayMarket`).
+        self._given_market = market
         self._accounts: Dict[str, PaperBroker] = {}
         self._saved: dict = {}
         #: Deferreds of the saves asked for since the write under way began.
@@ -688,7 +753,7 @@ class PaperBackend(BrokerBackend):
     @defer.inlineCallbacks
     def start(self):
         """Build the market, or load the saved one and its accounts."""
-        self.market = PaperMarket(self.reactor, seed=self.seed, speed=self.speed, origin=self.origin)
+        self.market = self._given_market or PaperMarket(self.reactor, seed=self.seed, speed=self.speed, origin=self.origin)
         self.market.leverage = Decimal(self.leverage)
         self.market.on_change = self._changed
         if self.store is not None:
