@@ -150,3 +150,14 @@ def test_screening_the_series_gives_the_same_trades_as_evaluating_every_bar(stra
     assert len(every_bar.trades) > 30
     assert screened.trades == every_bar.trades
     assert screened.balance == every_bar.balance
+
+
+def test_an_order_the_paper_broker_would_refuse_for_margin_is_skipped():
+    # 0.01 lot at 1.1003 needs 1100.30 / 100 = 11.00 of margin
+    rich = run(leverage=Decimal(100))
+    assert len(rich.trades) == 3 and rich.skips == ()
+    poor = run(leverage=Decimal("0.1"))  # 11003.00 needed, 10000 there
+    assert poor.trades == ()
+    # every signal now, trading none: bars 3 (BUY), 6 (SELL), 7 (BUY), 8 (SELL)
+    assert [s.side for s in poor.skips] == [BUY, SELL, BUY, SELL]
+    assert poor.skips[0].reason == "not enough money: margin 11003.00 needed, 10000.00 free"

@@ -114,6 +114,19 @@ def profit_in_quote(spec: SymbolSpec, side: str, volume, price_open, price_close
     return difference * spec.contract_size * Decimal(str(volume))
 
 
+def required_margin(spec: SymbolSpec, volume: Decimal, price: Decimal, leverage: Decimal) -> Decimal:
+    """Margin in USD for `volume` lots at `price` and `leverage`: the
+    position's value in its base currency (USD for XXXUSD, else the quote
+    converted) over the leverage. The paper market and the backtester both
+    use it."""
+    notional = volume * spec.contract_size
+    if spec.profit_currency == ACCOUNT_CURRENCY:
+        value = notional * price
+    else:  # USDJPY and the like: the base currency is USD
+        value = notional
+    return value / leverage
+
+
 class _SymbolWalk:
     """One symbol's random walk, its forming bar and its completed bars."""
 
@@ -391,14 +404,8 @@ class PaperMarket:
         return position
 
     def _margin(self, spec: SymbolSpec, volume: Decimal, price: Decimal) -> Decimal:
-        """Margin in USD at the account's leverage: the position's value in
-        its base currency (USD for XXXUSD, else the quote converted)."""
-        notional = volume * spec.contract_size
-        if spec.profit_currency == ACCOUNT_CURRENCY:
-            value = notional * price
-        else:  # USDJPY and the like: the base currency is USD
-            value = notional
-        return value / self.leverage
+        """Margin in USD at the account's leverage."""
+        return required_margin(spec, volume, price, self.leverage)
 
     leverage = Decimal(100)
 

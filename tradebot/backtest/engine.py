@@ -15,6 +15,8 @@ It runs the live rules on past bars:
   on, with the bid for a BUY and the ask (bid plus spread) for a SELL, like the
   paper market; a bar that reaches both the stop loss and the take profit
   counts as the stop loss (the worse case); the trade closes at the level;
+- an order whose margin (`tradebot.paper.required_margin`) exceeds the
+  balance is refused, as the paper broker refuses it;
 - profit is the paper market's (`tradebot.paper.profit_in_quote`) in cents,
   less the commission per lot; a close moves the plan engine along.
 
@@ -34,7 +36,7 @@ from tradebot import plan as plans
 from tradebot.backtest.bars import Bars
 from tradebot.backtest.screens import screen
 from tradebot.broker import BUY, SymbolSpec, to_cents
-from tradebot.paper import ACCOUNT_CURRENCY, profit_in_quote
+from tradebot.paper import ACCOUNT_CURRENCY, profit_in_quote, required_margin
 from tradebot.strategies import StopsRejected
 
 #: Close reason of a trade still open on the last bar, closed at its close.
@@ -109,11 +111,13 @@ def backtest(
     commission_per_lot=Decimal(0),
     progress: Optional[Callable[[int, int], None]] = None,
     use_screen: bool = True,
+    leverage=Decimal(100),
 ) -> Result:
     """Replay `bars` through `strategy` and the plan `engine` (the
     `PlanEngine` interface) on `spec` (its spread is the spread used),
     starting from `balance`. `progress(done, total)` is called now and then.
-    `use_screen` False evaluates every bar while flat (slow; the reference
+    `leverage` is the paper broker's (a trade whose margin exceeds the
+    balance is skipped, as the paper broker refuses it). `use_screen` False evaluates every bar while flat (slow; the reference
     the screens are tested against)."""
     if getattr(strategy, "asynchronous", False):
         raise ValueError(f"strategy {strategy.name} asks a remote provider; it cannot be backtested")
@@ -164,6 +168,11 @@ def backtest(
             i += 1
             continue
         lot = entry.lot
+        margin = required_margin(spec, lot, entry_price, leverage)
+        if margin > balance:  # the paper broker's refusal: one trade open, so the free margin is the balance
+            skips.append(Skip(now, signal.side, f"not enough money: margin {to_cents(margin)} needed, {balance} free"))
+            i += 1
+            continue
         state = engine.opened(state, now)
         exit_bar, reason = _exit_bar(bars, i, signal.side, float(stop_loss), float(take_profit), spread_float)
         if exit_bar is None:
