@@ -88,3 +88,39 @@ def test_a_bad_option_is_one_error_line_and_writes_nothing(tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert err.startswith("tradebot: error: " + complaint.replace("missing.csv", str(tmp_path / "missing.csv")))
     assert not (tmp_path / "report").exists()
+
+
+def test_a_progress_bar_is_drawn_when_stderr_is_a_terminal(tmp_path):
+    import pty
+
+    bars = write_series(tmp_path / "bars.csv")
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.run(
+            [
+                sys.executable, "-m", "tradebot", "backtest", "--csv", bars, "--symbol", "EURUSD",
+                "--strategy", STRATEGY, "--plan", "fixed", "--report", str(tmp_path / "report"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        os.close(terminal)
+        terminal = None
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the writer is gone and all is read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        if terminal is not None:
+            os.close(terminal)
+        os.close(controller)
+    assert process.returncode == 0
+    assert b"\rreading  [" in drawn
+    assert b"\rtesting  [##############################] 100.0%" in drawn
