@@ -97,3 +97,22 @@ def test_backtest_and_live_paper_trading_make_the_same_trades(inline_store, stra
         for t in expected
     ]
     assert closed[-1].balance_after == expected[-1].balance
+
+
+def test_the_replay_market_gives_the_bars_back_as_its_candles_and_quotes():
+    bars = replay_bars(WARM_UP_BARS + 20, seed=9)
+    clock = Clock()
+    market = BarReplayMarket(clock, "EURUSD", bars)
+    # at the start: the warm-up bars complete, the bid at the next bar's open
+    candles = market.walks["EURUSD"].candles(WARM_UP_BARS)
+    for column in ("time", "open", "high", "low", "close"):
+        assert np.array_equal(getattr(candles, column), getattr(bars, column)[:WARM_UP_BARS])
+    assert market.quote("EURUSD")[0] == CATALOG["EURUSD"].round_price(bars.open[WARM_UP_BARS])
+    # ten bars on
+    clock.advance(600)
+    market.advance()
+    candles = market.walks["EURUSD"].candles(WARM_UP_BARS + 10)
+    assert np.array_equal(candles.high, bars.high[: WARM_UP_BARS + 10])
+    assert np.array_equal(candles.low, bars.low[: WARM_UP_BARS + 10])
+    # the other symbols still walk
+    assert market.quote("XAUUSD")[0] > 0

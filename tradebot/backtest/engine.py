@@ -174,6 +174,7 @@ def backtest(
             i += 1
             continue
         state = engine.opened(state, now)
+        entry_phase, entry_step = state.phase, state.step
         exit_bar, reason = _exit_bar(bars, i, signal.side, float(stop_loss), float(take_profit), spread_float)
         if exit_bar is None:
             exit_bar, reason = n - 1, END_OF_DATA
@@ -206,8 +207,8 @@ def backtest(
                 commission=commission,
                 profit=profit,
                 balance=balance,
-                phase=state.phase,
-                step=state.step,
+                phase=entry_phase,
+                step=entry_step,
                 note=entry.reason,
             )
         )
