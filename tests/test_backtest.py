@@ -11,10 +11,11 @@ import pytest
 
 from tradebot.backtest.bars import bars_from_arrays
 from tradebot.backtest.engine import END_OF_DATA, backtest
-from tradebot.backtest.planapi import LegacyPlanEngine
+from tradebot.backtest.planapi import Entry, LegacyPlanEngine, PlanEvent
+from tradebot.backtest.report import summarize, summary_text
 from tradebot.broker import BUY, SELL
 from tradebot.paper import CATALOG
-from tradebot.plan import load_plan
+from tradebot.plan import LOSS, load_plan
 from tradebot.strategies import strategy_from_name
 
 EURUSD = CATALOG["EURUSD"]  # 5 digits, 100000 per lot, stops level 5, spread 10 points
@@ -161,3 +162,50 @@ def test_an_order_the_paper_broker_would_refuse_for_margin_is_skipped():
     # every signal now, trading none: bars 3 (BUY), 6 (SELL), 7 (BUY), 8 (SELL)
     assert [s.side for s in poor.skips] == [BUY, SELL, BUY, SELL]
     assert poor.skips[0].reason == "not enough money: margin 11003.00 needed, 10000.00 free"
+
+
+class BreachingEngine(LegacyPlanEngine):
+    """The interim engine plus one loss limit, standing in for
+    tradebot.risk.PlanEngine (not in this tree yet): a losing trade breaches
+    it and fails the plan, and a failed plan opens nothing. It records the
+    equity each update is given."""
+
+    def __init__(self, plan):
+        super().__init__(plan)
+        self.updates = []
+
+    def update(self, state, balance, equity, now, open_trades):
+        self.updates.append((now, balance, equity, open_trades))
+        return super().update(state, balance, equity, now, open_trades)
+
+    def entry(self, state, balance, equity, loss_per_lot, spec, now):
+        if state.status == "failed":
+            return Entry(None, "the plan failed")
+        return super().entry(state, balance, equity, loss_per_lot, spec, now)
+
+    def closed(self, state, result, balance, now):
+        state, events = super().closed(state, result, balance, now)
+        if result == LOSS:
+            state = attrs.evolve(state, status="failed")
+            events = events + [PlanEvent("max_loss_breach", now, state.phase, state.step, balance, balance, "lost once")]
+        return state, events
+
+
+def test_the_plan_engine_is_given_the_worst_equity_and_its_breaches_and_skips_count():
+    engine = BreachingEngine(load_plan("fixed"))
+    result = backtest(
+        series_bars(), strategy_from_name(STRATEGY), engine, attrs.evolve(EURUSD, spread=10), Decimal("10000")
+    )
+    start = 1_704_067_200.0
+    # while the BUY was open (bars 4-5), its worst bid was bar 4's low 1.09950:
+    # 80 points under the 1.10030 entry, -0.80 at 0.01 lot
+    assert (start + 240, D("10000.00"), D("9999.20"), 1) in engine.updates
+    # the SELL's worst ask is its stop loss (bar 8 went further, but the stop closed it)
+    assert (start + 480, D("10004.00"), D("10002.00"), 1) in engine.updates
+    # the loss failed the plan: the third signal opens nothing
+    assert len(result.trades) == 2
+    assert [(s.side, s.reason) for s in result.skips] == [(SELL, "the plan failed")]
+    summary = summarize(result)
+    assert (summary.status, summary.skipped) == ("failed", 1)
+    assert summary.breaches == ("2024-01-01 00:08 max_loss_breach: lost once",)
+    assert "breaches: 1\n  2024-01-01 00:08 max_loss_breach: lost once\n" in summary_text(summary)

@@ -79,7 +79,8 @@ class Skip:
 @attrs.frozen(eq=False)
 class Result:
     """What a backtest produced: the trades, the plan events, the signals
-    skipped, the start and final balance and the final plan state."""
+    skipped, the start and final balance, the final plan state, and the
+    number and the first and last times of the bars."""
 
     trades: Tuple[Trade, ...]
     events: tuple
@@ -88,6 +89,8 @@ class Result:
     balance: Decimal
     state: object
     bars: int
+    start_time: float
+    end_time: float
 
 
 def account_profit(spec: SymbolSpec, side: str, volume, price_open, price_close) -> Decimal:
@@ -217,7 +220,10 @@ def backtest(
         i = exit_bar + 1
     if progress is not None:
         progress(n, n)
-    return Result(tuple(trades), tuple(events), tuple(skips), start_balance, balance, state, n)
+    return Result(
+        tuple(trades), tuple(events), tuple(skips), start_balance, balance, state, n,
+        float(bars.time[0]), float(bars.time[-1]),
+    )
 
 
 def _exit_bar(bars: Bars, start: int, side: str, stop: float, take: float, spread: float):

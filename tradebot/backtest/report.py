@@ -132,18 +132,20 @@ def _iso(at: float) -> str:
 
 
 def write_equity_png(path: str, result, title: str) -> None:
-    """The balance after each trade over time, phase changes as vertical
-    lines and breaches as red crosses (matplotlib, Agg)."""
+    """The balance after each trade over the bars' time span, phase
+    changes as vertical lines and breaches as red crosses (matplotlib, Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    times: List[datetime.datetime] = [_moment(result.trades[0].open_time if result.trades else 0.0)]
+    times: List[datetime.datetime] = [_moment(result.start_time)]
     balances = [float(result.start_balance)]
     for t in result.trades:
         times.append(_moment(t.close_time))
         balances.append(float(t.balance))
+    times.append(_moment(result.end_time))
+    balances.append(float(result.balance))
     figure, axes = pyplot.subplots(figsize=(10, 4.5), dpi=100)
     try:
         axes.plot(times, balances, color="#1f6fb2", linewidth=1.2, label="balance")
