@@ -73,6 +73,8 @@ def bars_from_arrays(symbol: str, time, open, high, low, close) -> Bars:
     bad = np.flatnonzero((l > np.minimum(o, c)) | (h < np.maximum(o, c)) | ~np.isfinite(o + h + l + c))
     if len(bad):
         raise BarsError(f"bars: bar {int(bad[0])} has a low above its open/close or a high below them")
+    if len(t) == 0 or not np.all(np.diff(t) > 0):
+        raise BarsError("bars: no bars, or times that do not rise")
     return Bars(symbol, t, o, h, l, c, _bar_seconds(t))
 
 
