@@ -124,3 +124,14 @@ def test_a_progress_bar_is_drawn_when_stderr_is_a_terminal(tmp_path):
     assert process.returncode == 0
     assert b"\rreading  [" in drawn
     assert b"\rtesting  [##############################] 100.0%" in drawn
+
+
+def test_a_report_folder_that_cannot_be_made_is_one_error_line(tmp_path, capsys):
+    bars = write_series(tmp_path / "bars.csv")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    argv = ["backtest", "--csv", bars, "--symbol", "EURUSD", "--strategy", STRATEGY, "--plan", "fixed",
+            "--report", str(tmp_path / "taken")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tradebot: error: backtest: --report: cannot write {tmp_path / 'taken'}: ")
+    assert len(err.splitlines()) == 1

@@ -5,17 +5,11 @@
 import os
 import sys
 from decimal import Decimal, InvalidOperation
-from typing import Callable, Optional
 
 import attrs
 
-from tradebot import plan as plans
-from tradebot.backtest import bars as bars_module
-from tradebot.backtest.engine import backtest
-from tradebot.backtest.planapi import LegacyPlanEngine
-from tradebot.backtest.report import summarize, summary_text, write_report
-from tradebot.paper import CATALOG
-from tradebot.strategies import strategy_from_name
+# The engine, numpy, matplotlib and the paper catalog are imported by `run`,
+# so the other `tradebot` commands do not load them.
 
 #: Where the report goes without --report.
 DEFAULT_REPORT = "backtest-report"
@@ -29,7 +23,7 @@ def add_parser(commands) -> None:
     """Add the ``backtest`` subcommand to an argparse subparsers object."""
     parser = commands.add_parser("backtest", help="replay CSV bars through a strategy and a plan")
     parser.add_argument("--csv", required=True, metavar="FILE", help="bars: MT5's export or time,open,high,low,close")
-    parser.add_argument("--symbol", required=True, help=f"one of the paper catalog: {', '.join(sorted(CATALOG))}")
+    parser.add_argument("--symbol", required=True, help="a symbol of the paper catalog, e.g. EURUSD")
     parser.add_argument("--strategy", required=True, metavar="NAME", help="a strategy, e.g. ma_cross:fast=8,slow=21")
     parser.add_argument("--plan", required=True, metavar="FILE|NAME", help="a shipped plan name or a .toml file")
     parser.add_argument("--balance", default="10000", help="starting balance (default: 10000)")
@@ -51,6 +45,14 @@ def _amount(text: str, option: str, allow_zero: bool) -> Decimal:
 def run(args, out=None, err=None) -> int:
     """Run the backtest `args` ask for; print the summary to `out`, the
     progress to `err` (when it is a terminal). Raises `BacktestError`."""
+    from tradebot import plan as plans
+    from tradebot.backtest import bars as bars_module
+    from tradebot.backtest.engine import backtest
+    from tradebot.backtest.planapi import LegacyPlanEngine
+    from tradebot.backtest.report import summarize, summary_text, write_report
+    from tradebot.paper import CATALOG
+    from tradebot.strategies import strategy_from_name
+
     out = out or sys.stdout
     err = err or sys.stderr
     spec = CATALOG.get(args.symbol)
@@ -87,7 +89,10 @@ def run(args, out=None, err=None) -> int:
         bar.done()
     summary = summarize(result)
     title = f"{args.symbol} {strategy.name} plan {plan.name}: {len(bars)} bars of {bars.bar_seconds}s"
-    paths = write_report(args.report, result, summary, title)
+    try:
+        paths = write_report(args.report, result, summary, title)
+    except OSError as e:
+        raise BacktestError(f"--report: cannot write {e.filename or args.report}: {e.strerror}")
     out.write(title + "\n" + summary_text(summary))
     out.write("wrote " + ", ".join(paths) + "\n")
     return 0

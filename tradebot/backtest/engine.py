@@ -120,8 +120,10 @@ def backtest(
     `PlanEngine` interface) on `spec` (its spread is the spread used),
     starting from `balance`. `progress(done, total)` is called now and then.
     `leverage` is the paper broker's (a trade whose margin exceeds the
-    balance is skipped, as the paper broker refuses it). `use_screen` False evaluates every bar while flat (slow; the reference
-    the screens are tested against)."""
+    balance is skipped, as the paper broker refuses it). `use_screen` False
+    evaluates every bar while flat (slow; the reference the screens are
+    tested against). The engine's `update` is called at each bar evaluated
+    and, for each trade, once with the worst floating equity it saw."""
     if getattr(strategy, "asynchronous", False):
         raise ValueError(f"strategy {strategy.name} asks a remote provider; it cannot be backtested")
     account_profit(spec, BUY, Decimal(1), Decimal(1), Decimal(1))  # the currency is usable
