@@ -128,3 +128,16 @@ def test_a_bad_row_deep_in_a_long_file_names_its_own_line(tmp_path):
     with pytest.raises(BarsError) as caught:
         read_bars(path, "EURUSD")
     assert str(caught.value).endswith("bars.csv:250002: close 'oops' is not a number")
+
+
+def test_iso_times_without_a_zone_read_as_utc_like_epoch_seconds(tmp_path):
+    n = 5000
+    epoch = [f"{1_700_000_000 + 60 * i},1.1,1.2,1.0,1.1,1" for i in range(n)]
+    iso = [
+        f"{np.datetime64(1_700_000_000 + 60 * i, 's')},1.1,1.2,1.0,1.1,1" for i in range(n)
+    ]
+    header = "time,open,high,low,close,volume\n"
+    a = read_bars(write(tmp_path, header + "\n".join(epoch) + "\n", "epoch.csv"), "EURUSD")
+    b = read_bars(write(tmp_path, header + "\n".join(iso) + "\n", "iso.csv"), "EURUSD")
+    assert iso[0].startswith("2023-11-14T22:13:20,")
+    assert np.array_equal(a.time, b.time)

@@ -9,7 +9,8 @@ Two formats are read, told apart by the header line:
   larger bars have no ``<TIME>`` column); times are the broker's server time,
   read as UTC;
 - plain: comma-separated ``time,open,high,low,close[,volume]``, the time as
-  epoch seconds or ISO 8601 (``2024-01-02T13:05:00``, UTC unless it says).
+  epoch seconds or ISO 8601 (``2024-01-02T13:05:00``, UTC unless it says;
+  times with a zone are read row by row, more slowly).
 
 The file is read in blocks of lines, each parsed by numpy at once; a block
 that does not parse so (a bad row, ISO times, blank lines) is read again row
@@ -238,7 +239,14 @@ def _plain_parsers(path: str, names):
         )
 
     def fast(lines):
-        return _loadtxt(lines, ",", range(5))  # epoch-second times; ISO ones go the slow way
+        table = _loadtxt(lines, ",", range(5))  # epoch-second times
+        if table is not None:
+            return table
+        prices = _loadtxt(lines, ",", range(1, 5))
+        times = _naive_iso_times([line.split(",", 1)[0] for line in lines])
+        if prices is None or times is None:
+            return None  # the slow way: zones, bad rows
+        return np.column_stack([times, prices])
 
     def slow(lines, first_line_no):
         for line_no, fields in enumerate(csv.reader(lines), first_line_no):
@@ -261,6 +269,21 @@ def _number(text: str, path: str, line_no: int, what: str) -> float:
     if not np.isfinite(value) or value <= 0:
         raise BarsError(f"{path}:{line_no}: {what} {text.strip()!r} must be a price above 0")
     return value
+
+
+def _naive_iso_times(texts) -> Optional[np.ndarray]:
+    """Epoch seconds of ISO 8601 times without a zone (UTC), parsed by numpy
+    at once; None if any has a zone or does not parse."""
+    for text in texts:
+        if "Z" in text or "+" in text or text.rfind("-") > 7:
+            return None
+    try:
+        moments = np.array([t.strip() for t in texts], dtype="datetime64[s]")
+    except ValueError:
+        return None
+    if np.isnat(moments).any():
+        return None
+    return moments.astype(np.int64).astype(np.float64)
 
 
 def _time(text: str, path: str, line_no: int) -> float:
