@@ -37,6 +37,7 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python bench/fanout_cpu.py
 	$(BIN)/python bench/mt5_worker.py
 	$(BIN)/python bench/slow_clients.py
+	$(BIN)/python bench/backtest.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

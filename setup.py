@@ -31,6 +31,7 @@ setup(
         "cryptography >= 3.4",
         "prometheus-client >= 0.17",
         "numpy >= 1.24",
+        "matplotlib >= 3.5",
         'tomli >= 2.0; python_version < "3.11"',
     ],
     extras_require={

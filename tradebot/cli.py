@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.exc import SQLAlchemyError
 
 from tradebot import alerts, credentials, migrations
+from tradebot.backtest import command as backtest_command
 from tradebot.dbfaults import DatabaseFault
 from tradebot.migrations import SchemaError
 from tradebot.store import DEFAULT_DB_URL, StoreError, SyncStore
@@ -774,6 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch_ = commands.add_parser("watch", help="print the messages of a websocket URL")
     watch_.add_argument("url")
     watch_.add_argument("--count", metavar="N", help="stop after this many messages")
+
+    backtest_command.add_parser(commands)
     return parser
 
 
@@ -864,6 +867,17 @@ def cmd_db_current(args, store) -> int:
     return 0
 
 
+# -- backtest (tradebot.backtest) ---------------------------------------------------
+
+
+def cmd_backtest(args) -> int:
+    """Replay CSV bars through a strategy and a plan; write the report."""
+    try:
+        return backtest_command.run(args)
+    except backtest_command.BacktestError as e:
+        return _fail(f"backtest: {e}")
+
+
 _COMMANDS = {
     ("db", "upgrade"): cmd_db_upgrade,
     ("db", "current"): cmd_db_current,
@@ -905,6 +919,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return cmd_watch(args)
     if args.command == "secret-key":
         return cmd_secret_key(args)
+    if args.command == "backtest":
+        return cmd_backtest(args)
     store = None
     try:
         store = SyncStore(args.db)

@@ -103,6 +103,30 @@ _START_PRICE = {"XAUUSD": 2330.0, "EURUSD": 1.085, "GBPUSD": 1.27, "USDJPY": 151
 _VOLATILITY = {"XAUUSD": 2.8e-05, "EURUSD": 1.0e-05, "GBPUSD": 1.1e-05, "USDJPY": 1.0e-05, "BTCUSD": 8.0e-05}
 
 
+def profit_in_quote(spec: SymbolSpec, side: str, volume, price_open, price_close) -> Decimal:
+    """What `volume` lots of `spec` make from `price_open` to `price_close`,
+    in the symbol's profit currency, unrounded: price difference x contract
+    size x volume (MT5's rule for forex and CFDs). The paper market and the
+    backtester both use it."""
+    difference = Decimal(str(price_close)) - Decimal(str(price_open))
+    if side == SELL:
+        difference = -difference
+    return difference * spec.contract_size * Decimal(str(volume))
+
+
+def required_margin(spec: SymbolSpec, volume: Decimal, price: Decimal, leverage: Decimal) -> Decimal:
+    """Margin in USD for `volume` lots at `price` and `leverage`: the
+    position's value in its base currency (USD for XXXUSD, else the quote
+    converted) over the leverage. The paper market and the backtester both
+    use it."""
+    notional = volume * spec.contract_size
+    if spec.profit_currency == ACCOUNT_CURRENCY:
+        value = notional * price
+    else:  # USDJPY and the like: the base currency is USD
+        value = notional
+    return value / leverage
+
+
 class _SymbolWalk:
     """One symbol's random walk, its forming bar and its completed bars."""
 
@@ -234,10 +258,14 @@ class PaperMarket:
         self.walks: Dict[str, _SymbolWalk] = {}
         for index, (name, spec) in enumerate(sorted(CATALOG.items())):
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, index])))
-            self.walks[name] = _SymbolWalk(spec, rng, _START_PRICE[name], _VOLATILITY[name])
+            self.walks[name] = self._walk(name, spec, rng)
         self._open: Dict[int, _OpenPosition] = {}
         self.on_change = None  # called after positions close during an advance
         self.advance()
+
+    def _walk(self, name: str, spec: SymbolSpec, rng: np.random.Generator) -> "_SymbolWalk":
+        """The price source of one symbol: a seeded random walk."""
+        return _SymbolWalk(spec, rng, _START_PRICE[name], _VOLATILITY[name])
 
     # -- time -----------------------------------------------------------------
 
@@ -319,10 +347,7 @@ class PaperMarket:
         """What `volume` lots make from `price_open` to `price_close`, in USD,
         unrounded: price difference x contract size x volume, converted."""
         spec = self.spec(name)
-        difference = Decimal(str(price_close)) - Decimal(str(price_open))
-        if side == SELL:
-            difference = -difference
-        raw = difference * spec.contract_size * Decimal(str(volume))
+        raw = profit_in_quote(spec, side, volume, price_open, price_close)
         return self.to_account_currency(raw, spec.profit_currency)
 
     # -- positions -------------------------------------------------------------
@@ -379,14 +404,8 @@ class PaperMarket:
         return position
 
     def _margin(self, spec: SymbolSpec, volume: Decimal, price: Decimal) -> Decimal:
-        """Margin in USD at the account's leverage: the position's value in
-        its base currency (USD for XXXUSD, else the quote converted)."""
-        notional = volume * spec.contract_size
-        if spec.profit_currency == ACCOUNT_CURRENCY:
-            value = notional * price
-        else:  # USDJPY and the like: the base currency is USD
-            value = notional
-        return value / self.leverage
+        """Margin in USD at the account's leverage."""
+        return required_margin(spec, volume, price, self.leverage)
 
     leverage = Decimal(100)
 
@@ -455,6 +474,65 @@ class PaperMarket:
         for name, saved in document["symbols"].items():
             if name in self.walks:
                 self.walks[name].load(saved)
+
+
+class _ReplayWalk(_SymbolWalk):
+    """A symbol whose bid replays given M1 bars, a bar a minute: each bar's
+    open for its first 15 seconds, then the extreme nearer the open's side
+    (the low of a rising bar, the high of a falling one), then the other
+    extreme, then the close for its last 15 seconds. Before the first bar
+    the bid is its open, after the last one its close."""
+
+    def __init__(self, spec: SymbolSpec, rng: np.random.Generator, bars):
+        self.source = bars
+        rising = bars.close >= bars.open
+        # the bid of each quarter of each bar: open, first extreme, second, close
+        self.quarters = np.column_stack(
+            [
+                bars.open,
+                np.where(rising, bars.low, bars.high),
+                np.where(rising, bars.high, bars.low),
+                bars.close,
+            ]
+        )
+        super().__init__(spec, rng, float(bars.open[0]), 0.0)
+
+    def step(self, first_second: int, count: int):
+        """The replayed bids of `count` seconds from `first_second`."""
+        seconds = np.arange(first_second, first_second + count, dtype=np.int64)
+        offset = seconds - int(self.source.time[0])
+        bar = np.clip(offset // 60, 0, len(self.source) - 1)
+        quarter = np.where(offset < 0, 0, np.where(offset // 60 >= len(self.source), 3, (offset % 60) // 15))
+        bids = np.round(self.quarters[bar, quarter], self.spec.digits)
+        self.price = float(bids[-1])
+        self.bid = float(bids[-1])
+        self._add_to_bars(seconds, bids)
+        return seconds, bids
+
+
+class BarReplayMarket(PaperMarket):
+    """A paper market whose `symbol` replays given M1 bars (an object with
+    float arrays ``time``, ``open``, ``high``, ``low``, ``close``, times on
+    whole minutes one minute apart, e.g. `tradebot.backtest.bars.Bars`) and
+    whose other symbols walk as usual: for tests and demos that must see
+    known prices. Simulated time starts `WARM_UP_BARS` bars into the series,
+    so a strategy has that history at once; the stops are settled second by
+    second on the replayed bids like any paper price."""
+
+    def __init__(self, clock, symbol: str, bars, seed: int = 7, speed: float = 1.0):
+        times = np.asarray(bars.time)
+        if len(times) <= WARM_UP_BARS:
+            raise ValueError(f"a bar replay needs more than {WARM_UP_BARS} bars")
+        if times[0] % 60 or np.any(np.diff(times) != 60):
+            raise ValueError("a bar replay needs M1 bars on whole minutes, one minute apart")
+        self._replay_symbol = symbol
+        self._replay_bars = bars
+        super().__init__(clock, seed=seed, speed=speed, origin=float(times[0]) + WARM_UP_BARS * 60)
+
+    def _walk(self, name, spec, rng):
+        if name == self._replay_symbol:
+            return _ReplayWalk(spec, rng, self._replay_bars)
+        return super()._walk(name, spec, rng)
 
 
 class PaperBroker(Broker):
@@ -636,7 +714,7 @@ class PaperBackend(BrokerBackend):
 
     _log = Logger()
 
-    def __init__(self, store=None, reactor=None, seed=7, speed=1.0, balance=Decimal(10000), leverage=100):
+    def __init__(self, store=None, reactor=None, seed=7, speed=1.0, balance=Decimal(10000), leverage=100, market=None):
         if reactor is None:
             from twisted.internet import reactor
         self.store = store
@@ -649,6 +727,8 @@ class PaperBackend(BrokerBackend):
         #: Where simulated time starts for a new market (default: this minute).
         self.origin: Optional[float] = None
         self.market: Optional[PaperMarket] = None
+        #: A market to start with instead of a new random one (a `BarReplayMarket`).
+        self._given_market = market
         self._accounts: Dict[str, PaperBroker] = {}
         self._saved: dict = {}
         #: Deferreds of the saves asked for since the write under way began.
@@ -680,7 +760,7 @@ class PaperBackend(BrokerBackend):
     @defer.inlineCallbacks
     def start(self):
         """Build the market, or load the saved one and its accounts."""
-        self.market = PaperMarket(self.reactor, seed=self.seed, speed=self.speed, origin=self.origin)
+        self.market = self._given_market or PaperMarket(self.reactor, seed=self.seed, speed=self.speed, origin=self.origin)
         self.market.leverage = Decimal(self.leverage)
         self.market.on_change = self._changed
         if self.store is not None:
