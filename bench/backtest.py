@@ -21,7 +21,7 @@ import numpy as np
 
 from tradebot.backtest.bars import read_bars
 from tradebot.backtest.engine import backtest
-from tradebot.backtest.planapi import LegacyPlanEngine
+from tradebot.risk import PlanEngine
 from tradebot.paper import CATALOG
 from tradebot.plan import load_plan
 from tradebot.strategies import strategy_from_name
@@ -55,7 +55,7 @@ def main():
         read_seconds = time.perf_counter() - started
     started = time.perf_counter()
     result = backtest(
-        bars, strategy_from_name(args.strategy), LegacyPlanEngine(load_plan(args.plan)), CATALOG["EURUSD"], Decimal(10000)
+        bars, strategy_from_name(args.strategy), PlanEngine(load_plan(args.plan)), CATALOG["EURUSD"], Decimal(10000)
     )
     replay_seconds = time.perf_counter() - started
     print(f"bars: {len(bars)}  trades: {len(result.trades)}  final balance: {result.balance}")

@@ -11,11 +11,11 @@ import pytest
 
 from tradebot.backtest.bars import bars_from_arrays
 from tradebot.backtest.engine import END_OF_DATA, backtest
-from tradebot.backtest.planapi import Entry, LegacyPlanEngine, PlanEvent
+from tradebot.risk import Entry, PlanEngine, PlanEvent
 from tradebot.backtest.report import summarize, summary_text
 from tradebot.broker import BUY, SELL
 from tradebot.paper import CATALOG
-from tradebot.plan import LOSS, load_plan
+from tradebot.plan import LOSS, Plan, load_plan, plan_from_dict
 from tradebot.strategies import strategy_from_name
 
 EURUSD = CATALOG["EURUSD"]  # 5 digits, 100000 per lot, stops level 5, spread 10 points
@@ -50,7 +50,7 @@ def run(bars=None, spread=10, commission="0", plan="fixed", strategy=STRATEGY, *
     return backtest(
         bars if bars is not None else series_bars(),
         strategy_from_name(strategy),
-        LegacyPlanEngine(load_plan(plan)),
+        PlanEngine(plan if isinstance(plan, Plan) else load_plan(plan)),
         spec,
         Decimal("10000"),
         commission_per_lot=Decimal(commission),
@@ -120,9 +120,20 @@ def test_the_stops_are_kept_as_far_as_the_live_minimum():
     assert buy.take_profit - buy.open_price == D("0.00016")
 
 
+ONE_WIN_PASSES = plan_from_dict(
+    {
+        "name": "one-win",
+        "phases": [
+            {"name": "challenge", "target_pct": 0.01, "steps": [{"risk_pct": 1.0}]},
+            {"name": "funded", "steps": [{"risk_pct": 1.0}]},
+        ],
+    }
+)
+
+
 def test_the_plan_moves_along_with_each_result():
-    # the default plan: risk 1% at the stop; a win passes phase 1
-    result = run(plan="default")
+    # risk 1% at the stop; a win that reaches the 0.01% target passes phase 1
+    result = run(plan=ONE_WIN_PASSES)
     first = result.trades[0]
     # 1% of 10000 over the loss of one lot at the stop (0.00200 x 100000 = $200): 0.5 lot
     assert first.volume == D("0.50")
@@ -164,11 +175,11 @@ def test_an_order_the_paper_broker_would_refuse_for_margin_is_skipped():
     assert poor.skips[0].reason == "not enough money: margin 11003.00 needed, 10000.00 free"
 
 
-class BreachingEngine(LegacyPlanEngine):
-    """The interim engine plus one loss limit, standing in for
-    tradebot.risk.PlanEngine (not in this tree yet): a losing trade breaches
-    it and fails the plan, and a failed plan opens nothing. It records the
-    equity each update is given."""
+class BreachingEngine(PlanEngine):
+    """The plan engine plus a limit no shipped plan has, so the backtester's
+    side of breaches is seen bar by bar: a losing trade breaches it and fails
+    the plan, and a failed plan opens nothing. It records the equity each
+    update is given."""
 
     def __init__(self, plan):
         super().__init__(plan)
@@ -183,8 +194,8 @@ class BreachingEngine(LegacyPlanEngine):
             return Entry(None, "the plan failed")
         return super().entry(state, balance, equity, loss_per_lot, spec, now)
 
-    def closed(self, state, result, balance, now):
-        state, events = super().closed(state, result, balance, now)
+    def closed(self, state, result, balance, now, open_trades=0):
+        state, events = super().closed(state, result, balance, now, open_trades)
         if result == LOSS:
             state = attrs.evolve(state, status="failed")
             events = events + [PlanEvent("max_loss_breach", now, state.phase, state.step, balance, balance, "lost once")]

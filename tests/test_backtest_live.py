@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from tradebot.backtest.bars import bars_from_arrays
 from tradebot.backtest.engine import backtest
-from tradebot.backtest.planapi import LegacyPlanEngine
+from tradebot.risk import PlanEngine
 from tradebot.loops import AccountSession
 from tradebot.market import MarketData
 from tradebot.paper import CATALOG, WARM_UP_BARS, BarReplayMarket, PaperBackend
@@ -78,7 +78,7 @@ def test_backtest_and_live_paper_trading_make_the_same_trades(inline_store, stra
     tested = backtest(
         bars_from_arrays("EURUSD", *(a[first:] for a in (bars.time, bars.open, bars.high, bars.low, bars.close))),
         strategy,
-        LegacyPlanEngine(load_plan("fixed")),
+        PlanEngine(load_plan("fixed")),
         CATALOG["EURUSD"],
         Decimal("10000"),
     )

@@ -1,4 +1,5 @@
 """The backtester: past bars through the live strategy, plan and fill rules.
 
-`bars` reads CSV bars, `engine` replays them, `report` writes what came out;
-`planapi` holds the plan-engine interface it calls (and an interim engine)."""
+`bars` reads CSV bars, `engine` replays them through a `tradebot.risk.PlanEngine`
+(the live sessions' plan engine), `screens` finds the bars worth evaluating,
+`report` writes what came out, `command` is ``tradebot backtest``."""

@@ -48,7 +48,7 @@ def run(args, out=None, err=None) -> int:
     from tradebot import plan as plans
     from tradebot.backtest import bars as bars_module
     from tradebot.backtest.engine import backtest
-    from tradebot.backtest.planapi import LegacyPlanEngine
+    from tradebot.risk import PlanEngine
     from tradebot.backtest.report import summarize, summary_text, write_report
     from tradebot.paper import CATALOG
     from tradebot.strategies import strategy_from_name
@@ -80,7 +80,7 @@ def run(args, out=None, err=None) -> int:
         raise BacktestError(str(e))
     try:
         result = backtest(
-            bars, strategy, LegacyPlanEngine(plan), spec, balance, commission,
+            bars, strategy, PlanEngine(plan), spec, balance, commission,
             progress=lambda done, total: bar.show("testing", done, total),
         )
     except ValueError as e:
