@@ -213,10 +213,9 @@ def test_the_plan_engine_is_given_the_worst_equity_and_its_breaches_and_skips_co
     assert (start + 240, D("10000.00"), D("9999.20"), 1) in engine.updates
     # the SELL's worst ask is its stop loss (bar 8 went further, but the stop closed it)
     assert (start + 480, D("10004.00"), D("10002.00"), 1) in engine.updates
-    # the loss failed the plan: the third signal opens nothing
-    assert len(result.trades) == 2
-    assert [(s.side, s.reason) for s in result.skips] == [(SELL, "the plan failed")]
+    # the loss failed the plan: the replay ends there, the third signal is never traded
+    assert len(result.trades) == 2 and result.skips == ()
     summary = summarize(result)
-    assert (summary.status, summary.skipped) == ("failed", 1)
+    assert (summary.status, summary.skipped) == ("failed", 0)
     assert summary.breaches == ("2024-01-01 00:08 max_loss_breach: lost once",)
     assert "breaches: 1\n  2024-01-01 00:08 max_loss_breach: lost once\n" in summary_text(summary)

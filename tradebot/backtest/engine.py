@@ -37,6 +37,7 @@ from tradebot.backtest.bars import Bars
 from tradebot.backtest.screens import screen
 from tradebot.broker import BUY, SymbolSpec, to_cents
 from tradebot.paper import ACCOUNT_CURRENCY, profit_in_quote, required_margin
+from tradebot.risk import COMPLETED, FAILED
 from tradebot.strategies import StopsRejected
 
 #: Close reason of a trade still open on the last bar, closed at its close.
@@ -154,6 +155,8 @@ def backtest(
         now = float(bars.time[i])
         state, happened = engine.update(state, balance, balance, now, 0)
         events.extend(happened)
+        if state.status in (FAILED, COMPLETED):
+            break  # the plan opens no trade ever again: no later bar can change the outcome
         signal = strategy.evaluate(bars.candles(i - needed, i), spec)
         if signal is None:
             i += 1
