@@ -143,8 +143,9 @@ def test_the_dashboard_shows_a_trade_open_and_complete_and_survives_a_restart(se
         expect(card).to_contain_text(field)
     trade_id = card.get_attribute("data-trade-id")
 
-    row = page.get_by_test_id("history-row").first
-    expect(row).to_be_visible(timeout=90000)  # it completed: in the history
+    # that trade completed: in the history (another may have opened meanwhile)
+    row = page.locator(f'[data-testid=history-row][data-trade-id="{trade_id}"]')
+    expect(row).to_be_visible(timeout=90000)
     expect(page.locator(f'[data-testid=trade-card][data-trade-id="{trade_id}"]')).to_have_count(0)
     expect(page.get_by_test_id("phase-step")).not_to_have_text("–")
     expect(page.locator("#equity polyline")).to_have_count(1)

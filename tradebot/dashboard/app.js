@@ -160,6 +160,7 @@ function renderHistory(trades) {
       row.appendChild(cell);
     }
     row.dataset.testid = "history-row";
+    row.dataset.tradeId = trade.id;
     body.appendChild(row);
   }
 }
