@@ -184,3 +184,33 @@ class BrokerContract:
         assert closed.profit == expected.quantize(Decimal("0.01"))
         assert result(harness.broker.balance()) == Decimal("10000") + closed.profit
         assert result(harness.broker.find_by_comment("tb-7")) == closed
+
+    def test_closing_a_position_closes_it_at_the_market_by_the_expert(self, harness):
+        for side in (BUY, SELL):
+            name = harness.symbols[0]
+            comment = f"tb-c{side[0]}"
+            position = result(harness.broker.open_position(wide_order(harness, name, side, comment=comment)))
+            balance = result(harness.broker.balance())
+            tick = result(harness.broker.tick(name))
+            closed = result(harness.broker.close_position(position.ticket))
+            assert isinstance(closed, ClosedPosition)
+            assert (closed.ticket, closed.side, closed.volume) == (position.ticket, side, position.volume)
+            assert closed.reason == "expert" and closed.comment == comment
+            assert closed.close_price == (tick.bid if side == BUY else tick.ask)
+            expected = result(
+                harness.broker.calc_profit(side, name, position.volume, position.open_price, closed.close_price)
+            )
+            assert closed.profit == expected.quantize(Decimal("0.01"))
+            assert result(harness.broker.position(position.ticket)) is None
+            assert result(harness.broker.closed_position(position.ticket)) == closed
+            assert result(harness.broker.open_positions()) == []
+            assert result(harness.broker.balance()) == balance + closed.profit
+
+    def test_closing_a_position_that_is_not_open_is_refused(self, harness):
+        position = result(harness.broker.open_position(wide_order(harness, harness.symbols[0], comment="tb-5")))
+        closed = result(harness.broker.close_position(position.ticket))
+        balance = result(harness.broker.balance())
+        refused = fails_with(harness.broker.close_position(position.ticket), OrderRefused)
+        assert refused.reason and refused.code is not None
+        assert result(harness.broker.closed_position(position.ticket)) == closed
+        assert result(harness.broker.balance()) == balance

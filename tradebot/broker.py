@@ -218,6 +218,14 @@ class Broker:
         """Deferred[Position]: place a market order; fails with `OrderRefused`."""
         raise NotImplementedError
 
+    def close_position(self, ticket: int):
+        """Deferred[ClosedPosition]: close the whole open position at the
+        market, reason ``expert`` (a close by the program). Fails with
+        `OrderRefused` (nothing closed: no such open position, market closed)
+        or `BrokerUnavailable` (outcome unknown: `closed_position` finds a
+        close that happened)."""
+        raise NotImplementedError
+
     def position(self, ticket: int):
         """Deferred[Optional[Position]]: the open position, or None once it has
         closed."""

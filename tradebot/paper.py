@@ -71,6 +71,7 @@ RETCODE_INVALID = 10013
 RETCODE_INVALID_VOLUME = 10014
 RETCODE_INVALID_STOPS = 10016
 RETCODE_NO_MONEY = 10019
+RETCODE_POSITION_CLOSED = 10036
 
 
 def _spec(name, digits, contract, vmin, vmax, step, stops_level, spread, currency, description):
@@ -428,6 +429,17 @@ class PaperMarket:
         position.account.record_close(closed)
         return closed
 
+    def close(self, account: "PaperBroker", ticket: int) -> ClosedPosition:
+        """Close `account`'s open position `ticket` at the bid (BUY) or ask
+        (SELL) now, reason ``expert``; raises `OrderRefused` if it has no
+        such open position."""
+        position = account.positions.get(ticket)
+        if position is None:
+            raise OrderRefused(f"no open position {ticket}", RETCODE_POSITION_CLOSED)
+        bid, ask = self.quote(position.symbol)
+        price = bid if position.side == BUY else ask
+        return self._close(position, price, self.now(), "expert")
+
     def current(self, position: _OpenPosition) -> Position:
         """The open position as the broker interface reports it."""
         bid, ask = self.quote(position.symbol)
@@ -611,6 +623,19 @@ class PaperBroker(Broker):
         filled = self.market.current(position)
         d = self._on_change()
         d.addCallback(lambda _: filled)
+        return d
+
+    def close_position(self, ticket):
+        """Deferred[ClosedPosition]: the position closed at the market now,
+        once the new state is saved; fails with `OrderRefused` if it is not
+        open (a stop may have closed it first)."""
+        try:
+            self.market.advance()
+            closed = self.market.close(self, ticket)
+        except OrderRefused:
+            return defer.fail()
+        d = self._on_change()
+        d.addCallback(lambda _: closed)
         return d
 
     def position(self, ticket):
