@@ -271,6 +271,38 @@ def test_a_lost_answer_is_looked_up_never_resent(harness, fill):
         assert result(harness.broker.find_by_comment("tb-8")) is None
 
 
+def test_a_close_is_an_opposite_deal_naming_the_position_with_the_symbols_filling(harness):
+    # XAUUSD allows IOC only: a close without the opening's filling would be refused (10030)
+    position = result(harness.broker.open_position(harness.order("XAUUSD", comment="tb-4")))
+    closed = result(harness.broker.close_position(position.ticket))
+    assert closed.reason == "expert" and closed.ticket == position.ticket
+    out = [d for d in harness.terminal.history_deals_get(position=position.ticket) if d.entry == 1]
+    assert len(out) == 1 and out[0].type == codes.ORDER_TYPE_SELL and out[0].magic == DEFAULT_MAGIC + 1
+    assert harness.terminal.positions_get() == ()
+
+
+def test_a_requoted_close_is_retried_and_closes_once(harness):
+    position = result(harness.broker.open_position(harness.order()))
+    harness.terminal.queue_retcode(codes.REQUOTE, times=2)
+    sent = harness.terminal.calls["order_send"]
+    closed = result(harness.broker.close_position(position.ticket))
+    assert harness.terminal.calls["order_send"] == sent + 3
+    assert closed.reason == "expert" and harness.terminal.positions_get() == ()
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_a_close_whose_answer_is_lost_is_never_resent(harness, fill):
+    position = result(harness.broker.open_position(harness.order()))
+    harness.terminal.queue_none(fill=fill)
+    sent = harness.terminal.calls["order_send"]
+    fails_with(harness.broker.close_position(position.ticket), OutcomeUnknown)
+    assert harness.terminal.calls["order_send"] == sent + 1
+    if fill:  # the monitor's lookup finds the close
+        assert result(harness.broker.closed_position(position.ticket)).reason == "expert"
+    else:
+        assert result(harness.broker.position(position.ticket)) is not None
+
+
 def test_a_timeout_retcode_that_did_fill_is_found_by_magic_and_comment(harness):
     harness.terminal.queue_retcode(codes.TIMEOUT, fill=True)
     position = result(harness.broker.open_position(harness.order(comment="tb-3")))

@@ -18,7 +18,8 @@ account trading through it gets an `MT5Broker`, told apart by its magic number
   and kept for the symbol; requotes retried with a fresh price, too many
   requests backed off; every other refusal is an `OrderRefused` with a
   readable reason. After a timeout, a lost connection or a ``None`` result
-  the order is looked up by magic and comment, never sent again.
+  the order is looked up by magic and comment, never sent again. A close is
+  an opposite deal naming the position, sent the same way and never resent.
 - **Positions** by ``identifier`` (a netting account changes the ticket on a
   reversal), on hedging and netting accounts; a closed position's result is
   the sum of profit, commission, swap and fee over all its deals, its close
@@ -145,6 +146,12 @@ class MT5Broker(Broker):
         """Deferred[Position]; `OrderRefused` when the broker says no,
         `OutcomeUnknown` when its answer was lost and the order not found."""
         return defer.ensureDeferred(self.backend.open_position(request, self.magic))
+
+    def close_position(self, ticket):
+        """Deferred[ClosedPosition] of the position closed at the market;
+        `OrderRefused` when the broker says no, `OutcomeUnknown` when its
+        answer was lost or the close is not in the history yet."""
+        return defer.ensureDeferred(self.backend.close_position(ticket, self.magic))
 
     def position(self, ticket):
         """Deferred[Optional[Position]] by position identifier."""
@@ -610,6 +617,62 @@ class MT5Backend(BrokerBackend):
                 continue
             if retcode == codes.INVALID_FILL:
                 self._filling.pop(request.symbol, None)
+            raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
+        raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
+
+    async def close_position(self, identifier: int, magic: int) -> ClosedPosition:
+        """Close this magic's whole open position `identifier` with an
+        opposite market deal naming it (``position=``), with the symbol's
+        filling mode and requote retries as for an order. The answer is the
+        closed position's result from its deals; a lost answer is never
+        resent: `OutcomeUnknown`, and `closed_position` finds the close."""
+        if not self.available:
+            raise OrderRefused(f"broker unavailable: {self.down_reason}", "unavailable")
+        raw = await self._open_raw(identifier, magic)
+        if raw is None:
+            raise OrderRefused(codes.refusal_reason(codes.POSITION_CLOSED), codes.POSITION_CLOSED)
+        symbol = raw["symbol"]
+        spec, info = await self._symbol(symbol)
+        closing_buy = raw["type"] == codes.ORDER_TYPE_BUY
+        retcode, comment = None, ""
+        for attempt in range(ORDER_ATTEMPTS):
+            tick = await self._raw_tick(symbol)
+            order = {
+                "action": codes.TRADE_ACTION_DEAL,
+                "symbol": symbol,
+                "volume": float(raw["volume"]),
+                "type": codes.ORDER_TYPE_SELL if closing_buy else codes.ORDER_TYPE_BUY,
+                "position": int(raw["ticket"]),
+                "price": float(spec.round_price(tick["bid"] if closing_buy else tick["ask"])),
+                "deviation": int(self.deviation),
+                "magic": int(magic),
+                "comment": raw.get("comment", ""),
+                "type_time": codes.ORDER_TIME_GTC,
+            }
+            order["type_filling"] = await self._filling_for(symbol, info, order)
+            try:
+                result = await self._raw("order_send", order)
+            except TerminalError as e:
+                if e.code in codes.NOT_SENT_REASONS:
+                    raise OrderRefused(f"{codes.NOT_SENT_REASONS[e.code]}: {e.message}", e.code)
+                raise OutcomeUnknown(f"closing position {identifier}: order_send failed: {e}")
+            except BrokerUnavailable as e:
+                raise OutcomeUnknown(f"closing position {identifier}: {e}")
+            retcode, comment = result["retcode"], result.get("comment", "")
+            if retcode in codes.FILLED:
+                closed = await self.closed_position(identifier, magic)
+                if closed is None:
+                    raise OutcomeUnknown(f"position {identifier} closed but its deals are not in the history yet")
+                return closed
+            if retcode in codes.OUTCOME_UNKNOWN:
+                raise OutcomeUnknown(f"closing position {identifier}: {codes.refusal_reason(retcode, comment)}")
+            if retcode in codes.RETRY_WITH_NEW_PRICE:
+                continue
+            if retcode == codes.TOO_MANY_REQUESTS:
+                await task.deferLater(self.reactor, 2.0**attempt, lambda: None)
+                continue
+            if retcode == codes.INVALID_FILL:
+                self._filling.pop(symbol, None)
             raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
         raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
 
