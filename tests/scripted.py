@@ -17,6 +17,7 @@ from twisted.internet import defer
 from tradebot.broker import (
     BUY,
     Broker,
+    BrokerUnavailable,
     Candles,
     ClosedPosition,
     OrderRefused,
@@ -45,6 +46,9 @@ class ScriptedBroker(Broker):
         self.orders = []  # every OrderRequest received
         self.refuse_next = None  # an OrderRefused to raise on the next order
         self.lose_next_answer = False  # fill the next order but fail the call
+        self.closes = []  # the ticket of every close asked for
+        self.lose_next_close = False  # close the next position but fail the call
+        self.refuse_closes = False  # refuse every close, closing nothing
         self.candle_calls = 0
         self._next_ticket = 1000
 
@@ -135,6 +139,19 @@ class ScriptedBroker(Broker):
             self.lose_next_answer = False
             return defer.fail(ConnectionError("the answer to the order was lost"))
         return defer.succeed(position)
+
+    def close_position(self, ticket):
+        self.closes.append(ticket)
+        p = self.positions.get(ticket)
+        if p is None:
+            return defer.fail(OrderRefused("position already closed", 10036))
+        if self.refuse_closes:
+            return defer.fail(OrderRefused("market closed", 10018))
+        self._close(p, self.bids[p.symbol] if p.side == BUY else self._ask(p.symbol), "expert")
+        if self.lose_next_close:
+            self.lose_next_close = False
+            return defer.fail(BrokerUnavailable("the answer to the close was lost"))
+        return defer.succeed(self.closed[ticket])
 
     def position(self, ticket):
         p = self.positions.get(ticket)

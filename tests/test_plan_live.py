@@ -128,3 +128,86 @@ def test_the_day_rolls_over_with_no_trade_and_no_signal(inline_store, tmp_path):
     assert state.day == "1970-01-02"
     [event] = inline_store.run(thd_plan_events, rig.account.id).result
     assert (event.kind, event.at, event.balance) == (DAY_ROLLOVER, float(DAY), Decimal(10000))
+
+
+TIGHT_CLOSING = ONE_LOT_DAILY_1PCT + "close_on_breach = true\n"
+
+
+def breach_with_a_trade_open(inline_store, tmp_path, tight_plan, lose_close=False, refuse_closes=False):
+    """A 1.00 lot SELL opened under a plan with no limit, 110 down (the ask
+    1.08610); then the account is moved to `tight_plan`, whose daily limit
+    (1% of 10000) that floating loss breaks, and the server restarted (a
+    session reads its plan when it starts); one monitor tick measures it."""
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "loose", ONE_LOT))
+    client = rig.stream()
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert client.take()[-1] == messages.trade_placed("EURUSD")
+    [position] = rig.broker.positions.values()
+    rig.broker.set_bid("EURUSD", "1.08600")
+    rig.clock.advance(MONITOR_INTERVAL)
+    assert client.take()[-1]["data"]["profit"] == -110.0
+    inline_store.update_account("alice", {"plan": plan_file(tmp_path, "tight", tight_plan)})
+    rig.session.stopService()
+    rig.account = inline_store.account_by_name("alice").result
+    rig.session = rig.new_session()
+    client = rig.stream()
+    rig.broker.lose_next_close = lose_close
+    rig.broker.refuse_closes = refuse_closes
+    assert rig.broker.positions and rig.broker.closes == []
+    rig.clock.advance(MONITOR_INTERVAL)
+    return rig, client, position
+
+
+def completions(messages_):
+    return [m for m in messages_ if m["message"] == messages.TRADE_COMPLETED]
+
+
+def test_a_breach_with_close_on_breach_closes_the_open_trade_and_reports_it_once(inline_store, tmp_path):
+    rig, client, position = breach_with_a_trade_open(inline_store, tmp_path, TIGHT_CLOSING)
+    assert rig.broker.closes == [position.ticket] and not rig.broker.positions
+    [completed] = completions(client.take())
+    assert completed["data"]["profit"] == -110.0 and completed["data"]["close_price"] == 1.0861
+    assert completed["data"]["new_account_balance"] == 9890.0
+    [(record, trade)] = inline_store.trades("alice").result
+    assert (trade.close_reason, trade.profit, trade.balance_after) == ("expert", Decimal("-110"), Decimal("9890"))
+    # a day of signals later: no new trade, no second close, no second report
+    for _ in range(3):
+        rig.strategy.queue("EURUSD", SELL_EURUSD)
+        rig.clock.advance(SIGNAL_INTERVAL)
+    later = client.take()
+    assert completions(later) == [] and later[-1]["message"] == messages.TRADE_SKIPPED
+    assert len(rig.broker.orders) == 1 and rig.broker.closes == [position.ticket]
+    assert inline_store.run(thd_plan_state, rig.account.id).result.status == PAUSED_TODAY
+
+
+def test_a_breach_without_close_on_breach_leaves_the_trade_open(inline_store, tmp_path):
+    rig, client, position = breach_with_a_trade_open(inline_store, tmp_path, ONE_LOT_DAILY_1PCT)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert inline_store.run(thd_plan_state, rig.account.id).result.status == PAUSED_TODAY
+    assert rig.broker.closes == [] and position.ticket in rig.broker.positions
+    assert completions(client.take()) == []
+
+
+def test_a_close_whose_answer_is_lost_is_completed_once_by_the_monitor(inline_store, tmp_path):
+    rig, client, position = breach_with_a_trade_open(inline_store, tmp_path, TIGHT_CLOSING, lose_close=True)
+    assert rig.broker.closes == [position.ticket] and not rig.broker.positions
+    rig.clock.advance(MONITOR_INTERVAL)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    [completed] = completions(client.take())
+    assert completed["data"]["profit"] == -110.0
+    assert rig.broker.closes == [position.ticket]
+    [(_, trade)] = inline_store.trades("alice").result
+    assert (trade.close_reason, trade.balance_after) == ("expert", Decimal("9890"))
+
+
+def test_a_refused_close_is_not_asked_again_and_the_trade_stays_watched(inline_store, tmp_path):
+    rig, client, position = breach_with_a_trade_open(inline_store, tmp_path, TIGHT_CLOSING, refuse_closes=True)
+    for _ in range(3):
+        rig.clock.advance(MONITOR_INTERVAL)
+    assert rig.broker.closes == [position.ticket] and position.ticket in rig.broker.positions
+    assert client.take()[-1]["message"] == messages.ACTIVE_TRADE
+    rig.broker.set_bid("EURUSD", "1.08700")  # its stop loss closes it
+    rig.clock.advance(MONITOR_INTERVAL)
+    [completed] = completions(client.take())
+    assert completed["data"]["profit"] == -200.0 and rig.broker.closes == [position.ticket]

@@ -186,6 +186,7 @@ class AccountSession(Service):
         self._latest_report: Dict[int, dict] = {}
         self._placing: set = set()  # trade ids whose order call is under way
         self._misses: Dict[int, int] = {}  # pending trade id -> lookups that found nothing
+        self._close_asked: set = set()  # ids of trades a breach has asked the broker to close
         self._unmarked: set = set()  # ids of events sent but not yet recorded as delivered
         self._marking: set = set()  # ids of events whose delivery is being recorded
         self._checking = False
@@ -758,9 +759,12 @@ class AccountSession(Service):
 
     async def _complete(self, trade: TradeRecord, closed: ClosedPosition):
         """Apply a closed trade's result: store it with the account's new
-        phase, step and balance, then tell the clients."""
+        phase, step and balance, then tell the clients; nothing if another
+        path (the monitor, a close on a breach) completed it meanwhile."""
         await self._plan.lock.acquire()
         try:
+            if trade.id not in self._trades:
+                return
             await self._complete_locked(trade, closed)
         finally:
             self._plan.lock.release()
@@ -841,14 +845,13 @@ class AccountSession(Service):
             await self._plan.lock.acquire()
             try:
                 await self._plan.ensure(balance, self.account.phase, self.account.step)
-                before = self._plan.state
                 state = await self._plan.update(balance, equity, len(self._trades))
             finally:
                 self._plan.lock.release()
         except (BrokerUnavailable, DatabaseFault, PlanError) as e:
             self._log.info("plan state not updated: {reason}", reason=e)
             return False
-        self._breached(before, state)
+        await self._close_on_breach(state)
         return True
 
     async def _plan_opened(self) -> None:
@@ -864,18 +867,63 @@ class AccountSession(Service):
         except Exception:
             self._log.failure("counting the trading day of account {name} failed", name=self.account.name)
 
-    def _breached(self, before, after) -> None:
-        """A breach that asks to close what is open: this broker interface
-        has no close, so the positions stay open under their stop losses."""
-        phase = self._plans(self.account.plan).phase_at(after.phase)
-        newly = after.status in (risk.PAUSED_TODAY, risk.FAILED) and after.status != before.status
-        if newly and phase.close_on_breach and self._trades:
+    def _to_close(self, state) -> list:
+        """The open trades a breach asks to close and not asked before: every
+        live open trade while the state is paused or failed under a phase
+        with ``close_on_breach``, none otherwise."""
+        if state.status not in (risk.PAUSED_TODAY, risk.FAILED):
+            return []
+        if not self._plans(self.account.plan).phase_at(state.phase).close_on_breach:
+            return []
+        return [
+            t
+            for t in self._trades.values()
+            if t.status == records.OPEN and t.id not in self._placing and t.id not in self._close_asked
+        ]
+
+    async def _close_on_breach(self, state) -> None:
+        """Close each trade `_to_close` names, once: a close answered is
+        completed at once, one refused stays open under its stops, one whose
+        outcome is unknown is found closed by the monitor loop. Never raises."""
+        trades = self._to_close(state)
+        if trades:
             self._log.warn(
-                "account {name}: the plan asks to close {n} open trade(s) on a breach; the broker interface "
-                "cannot close positions, so they stay open under their stop losses",
+                "account {name}: the plan was breached ({status}); closing {n} open trade(s)",
                 name=self.account.name,
-                n=len(self._trades),
+                status=state.status,
+                n=len(trades),
             )
+        for trade in trades:
+            self._close_asked.add(trade.id)
+            try:
+                closed = await self._broker.close_position(trade.ticket)
+            except OrderRefused as e:
+                self._log.warn(
+                    "account {name}: closing trade {trade_id} ({symbol}) refused: {reason}; it stays open",
+                    name=self.account.name, trade_id=trade.id, symbol=trade.symbol, reason=e.reason,
+                )
+                continue
+            except BrokerUnavailable as e:
+                self._log.warn(
+                    "closing trade {trade_id} ({symbol}) has an unknown outcome ({reason}); the monitor looks it up",
+                    trade_id=trade.id, symbol=trade.symbol, reason=e,
+                )
+                continue
+            except Exception:
+                self._log.failure(
+                    "closing trade {trade_id} ({symbol}) has an unknown outcome; the monitor looks it up",
+                    trade_id=trade.id, symbol=trade.symbol,
+                )
+                continue
+            live = self._trades.get(trade.id)
+            if live is None:
+                continue  # the monitor completed it meanwhile
+            try:
+                await self._complete(live, closed)
+            except DatabaseFault as e:  # still live: the monitor stores it later
+                self._log.info("trade {trade_id} closed, result not stored yet: {error}", trade_id=trade.id, error=e)
+            except Exception:
+                self._log.failure("storing the result of closed trade {trade_id} failed", trade_id=trade.id)
 
 
 #: Lookups in a row, one per monitor interval, that must find no trace of an
