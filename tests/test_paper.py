@@ -209,6 +209,18 @@ def test_a_fill_is_saved_before_it_is_reported(inline_store):
     assert result(second.backend.broker_for("1", Decimal("1")).position(position.ticket)) is not None
 
 
+def test_a_close_by_the_program_is_saved_before_it_is_answered(inline_store):
+    first = Harness(store=inline_store)
+    position = result(first.broker.open_position(wide_order(first, "EURUSD", comment="tb-6")))
+    closed = result(first.broker.close_position(position.ticket))
+    # no stop(): the process dies right after the close was answered
+    second = Harness(store=inline_store)
+    broker = second.backend.broker_for("1", Decimal("1"))
+    assert result(broker.position(position.ticket)) is None
+    assert result(broker.closed_position(position.ticket)) == closed
+    assert result(broker.balance()) == Decimal("10000") + closed.profit
+
+
 class HeldWrites:
     """Wraps a store so that each broker-state write waits until the test
     lets it go; the write itself then really happens."""
