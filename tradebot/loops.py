@@ -27,6 +27,10 @@ else is done with it, so no signal is ever traded twice. A stopping session
 starts no new order and waits (up to `STOP_WAIT`) for its work under way, so
 a fill or a result on its way to the store gets there before the store closes.
 
+A breach of the plan's loss limits under a phase with ``close_on_breach``
+closes each live open trade at the broker, once; its result is completed as
+any other, and a close whose outcome is unknown is left to the monitor loop.
+
 While the database takes no writes (`tradebot.dbfaults`), no new trade is
 placed and the clients are told once each way (trading paused, resumed). A
 trade whose fill or result cannot be stored stays live and is stored at a
