@@ -24,27 +24,12 @@ from tradebot.strategies import FixedStops, Signal
 from tradebot.tokens import hash_token
 
 from .scripted import ScriptedBroker, ScriptedStrategy
+from .test_loops import Recorder
 
 SIGNAL_INTERVAL = 60
 MONITOR_INTERVAL = 1
 SECRET = "the-webhook-secret"
 TTL = 300
-
-
-class Recorder:
-    """A connection that keeps what it is sent."""
-
-    def __init__(self):
-        self.received = []
-
-    def send_frame(self, frame, supersedes=None, written=None):
-        self.received.append(json.loads(frame))
-        if written is not None:
-            written()
-
-    def take(self):
-        taken, self.received = self.received, []
-        return taken
 
 
 def result(d):
