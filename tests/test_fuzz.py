@@ -340,8 +340,11 @@ async def test_malformed_frames_get_an_error_or_a_close_and_a_good_client_sees_n
         assert await probe.next_answer() == ("close", 1000)
 
         # the good client streamed all along, and still does
+        # (its messages come every 0.1-0.2 s; on a loaded 2-core CI machine,
+        # with the attackers in the same process, a pause of a second was seen,
+        # so only a stall of 2 s, ten intervals, counts as a gap)
         gaps = [b - a for a, b in zip(arrivals[started:], arrivals[started + 1:])]
-        assert gaps and max(gaps) < 1.0, max(gaps)
+        assert gaps and max(gaps) < 2.0, max(gaps)
         await client.wait_for(message_is(messages.CHECKING), since=len(client.received))
         print(f"fuzz (seed {SEED}): {sum(tally.values())} frames in {took:.1f} s: {dict(sorted(tally.items()))}")
     finally:
