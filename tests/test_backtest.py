@@ -99,6 +99,45 @@ def test_when_one_bar_reaches_both_stops_the_stop_loss_is_taken():
     assert (sell.reason, sell.close_price, sell.profit) == ("tp", D("1.09900"), D("4.00"))
 
 
+# The BUY opened on bar 4 (ask 1.10030, SL 1.09830, TP 1.10430) and the SELL on
+# bar 7 (bid 1.10300, SL 1.10500, TP 1.09900) meet a bar that opens beyond a level.
+GAPPED = [
+    # (the bar replaced, its (open, high, low, close), the trade, reason, close price, profit)
+    (5, (1.0950, 1.0960, 1.0940, 1.0955), 0, "sl", "1.09500", "-5.30"),  # BUY: bid at the open
+    (5, (1.1060, 1.1070, 1.1055, 1.1065), 0, "tp", "1.10600", "5.70"),
+    (5, (1.1060, 1.1070, 1.0900, 1.0950), 0, "tp", "1.10600", "5.70"),  # then through the SL: the TP came first
+    (8, (1.1070, 1.1080, 1.1060, 1.1075), 1, "sl", "1.10710", "-4.10"),  # SELL: ask (open + spread) at the open
+    (8, (1.0950, 1.0960, 1.0940, 1.0955), 1, "tp", "1.09510", "7.90"),
+]
+
+
+@pytest.mark.parametrize("bar, row, trade, reason, price, profit", GAPPED)
+def test_a_level_the_market_gaps_through_fills_at_the_bars_open(bar, row, trade, reason, price, profit):
+    rows = list(SERIES)
+    rows[bar] = row
+    result = run(series_bars(rows))
+    gapped = result.trades[trade]
+    assert (gapped.reason, gapped.close_price, gapped.profit) == (reason, D(price), D(profit))
+    assert gapped.close_time == series_bars(rows).time[bar]
+
+
+def test_a_gap_through_the_stop_counts_its_whole_loss_against_the_plans_limits():
+    # the plan engine sees the trade's worst equity: the gapped fill, not the stop
+    rows = list(SERIES)
+    rows[5] = (1.0950, 1.0960, 1.0940, 1.0955)
+    seen = []
+
+    class Watching(PlanEngine):
+        def update(self, state, balance, equity, now, open_trades):
+            if open_trades:
+                seen.append(equity - balance)
+            return super().update(state, balance, equity, now, open_trades)
+
+    spec = attrs.evolve(EURUSD, spread=10)
+    backtest(series_bars(rows), strategy_from_name(STRATEGY), Watching(load_plan("fixed")), spec, Decimal("10000"))
+    assert seen[0] == D("-5.30")
+
+
 def test_the_spread_moves_buys_and_sell_exits_and_commission_comes_off_each_trade():
     result = run(spread=0, commission="7")
     rows = trade_rows(result)

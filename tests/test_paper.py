@@ -13,8 +13,13 @@ from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 
 from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, OrderRefused, OrderRequest, backend_from_url
+from tradebot.backtest.bars import bars_from_arrays
+from tradebot import paper
 from tradebot.paper import (
     CATALOG,
+    WARM_UP_BARS,
+    BarReplayMarket,
+    PaperMarket,
     RETCODE_INVALID_STOPS,
     RETCODE_INVALID_VOLUME,
     RETCODE_NO_MONEY,
@@ -115,21 +120,25 @@ def test_the_warm_up_gives_a_strategy_its_history_at_once(harness):
     assert np.all(np.diff(candles.time) == 60)
 
 
-def test_a_stop_loss_fills_at_its_level_and_costs_what_mt5_says(harness):
+def test_a_stop_loss_fills_at_the_first_tick_past_its_level_and_costs_what_mt5_says(harness):
     # EURUSD, a BUY of 0.50 with a tight stop and a far target: the stop is hit
     spec = CATALOG["EURUSD"]
     tick = result(harness.broker.tick("EURUSD"))
     sl, tp = stops_around(spec, tick, BUY, 20, 2000)
     position = result(harness.broker.open_position(OrderRequest("EURUSD", BUY, Decimal("0.50"), sl, tp, "tb-1")))
     closed = run_until_closed(harness, position.ticket)
-    assert (closed.reason, closed.close_price) == ("sl", sl)
+    assert closed.reason == "sl"
+    # the bid of the second that reached the stop: at it or a second's move past it
+    assert sl - 10 * spec.point <= closed.close_price <= sl
     # (close - open) x 100,000 x 0.50, in USD
-    assert closed.profit == ((sl - position.open_price) * 100000 * Decimal("0.50")).quantize(Decimal("0.01"))
+    assert closed.profit == ((closed.close_price - position.open_price) * 100000 * Decimal("0.50")).quantize(
+        Decimal("0.01")
+    )
     assert closed.profit < 0
     assert result(harness.broker.balance()) == Decimal("10000") + closed.profit
 
 
-def test_a_take_profit_fills_at_its_level_for_gold(harness):
+def test_a_take_profit_fills_at_the_first_tick_past_its_level_for_gold(harness):
     # XAUUSD, a SELL of 0.20 with a near target and a far stop
     spec = CATALOG["XAUUSD"]
     tick = result(harness.broker.tick("XAUUSD"))
@@ -137,9 +146,11 @@ def test_a_take_profit_fills_at_its_level_for_gold(harness):
     position = result(harness.broker.open_position(OrderRequest("XAUUSD", SELL, Decimal("0.20"), sl, tp, "tb-2")))
     assert position.open_price == tick.bid
     closed = run_until_closed(harness, position.ticket)
-    assert (closed.reason, closed.close_price) == ("tp", tp)
+    assert closed.reason == "tp"
+    # the ask of the second that reached the target: at it or a little below
+    assert tp - 50 * spec.point <= closed.close_price <= tp
     # (open - close) x 100 oz x 0.20
-    assert closed.profit == (position.open_price - tp) * 100 * Decimal("0.20")
+    assert closed.profit == (position.open_price - closed.close_price) * 100 * Decimal("0.20")
     assert closed.profit > 0
     assert result(harness.broker.balance()) == Decimal("10000") + closed.profit
 
@@ -321,3 +332,108 @@ def test_a_close_is_told_only_once_it_is_saved(inline_store, logged_errors):
     broker = second.backend.broker_for("1", Decimal("1"))
     assert result(broker.closed_position(ticket)) == closed
     assert result(broker.balance()) == Decimal("10000") + closed.profit
+
+
+# -- a replayed market: levels crossed inside a bar, and gaps -------------------------
+
+
+def replay_with(bar, price=1.1000, n=WARM_UP_BARS + 20):
+    """A EURUSD replay market on a Clock: flat bars at `price`, except the
+    bar two minutes after trading starts, which is `bar` (open, high, low,
+    close); with its clock and an account on it."""
+    rows = np.full((n, 4), price)
+    rows[WARM_UP_BARS + 2] = bar
+    bars = bars_from_arrays("EURUSD", ORIGIN + 60.0 * np.arange(n), *rows.T)
+    clock = Clock()
+    market = BarReplayMarket(clock, "EURUSD", bars)
+    backend = PaperBackend(reactor=clock, market=market)
+    result(backend.start())
+    return clock, backend.broker_for("1", Decimal("10000"))
+
+
+def closed_after_the_bar(clock, broker, side, sl, tp, volume="1.00"):
+    position = result(broker.open_position(OrderRequest("EURUSD", side, Decimal(volume), D(sl), D(tp), "tb-g")))
+    clock.advance(3 * 60)  # past the bar
+    closed = result(broker.closed_position(position.ticket))
+    assert closed is not None, "the bar closed nothing"
+    return position, closed
+
+
+def D(text):
+    return Decimal(text)
+
+
+# BUY at the ask 1.10010 (spread 10 points); SELL at the bid 1.10000, closing at the ask.
+GAPS = [
+    # side, SL, TP, the bar, reason, close price: the gapped open, or the level crossed
+    (BUY, "1.09800", "1.10400", (1.0950, 1.0960, 1.0940, 1.0955), "sl", "1.09500"),
+    (BUY, "1.09800", "1.10400", (1.1060, 1.1070, 1.1050, 1.1065), "tp", "1.10600"),
+    (BUY, "1.09800", "1.10400", (1.1060, 1.1070, 1.0900, 1.0950), "tp", "1.10600"),  # then falls through the SL too
+    (SELL, "1.10200", "1.09600", (1.1050, 1.1060, 1.1040, 1.1055), "sl", "1.10510"),
+    (SELL, "1.10200", "1.09600", (1.0930, 1.0940, 1.0920, 1.0935), "tp", "1.09310"),
+    (BUY, "1.09800", "1.10400", (1.1000, 1.1000, 1.0950, 1.0960), "sl", "1.09800"),  # crossed inside the bar
+    (SELL, "1.10200", "1.09600", (1.1000, 1.1050, 1.1000, 1.1040), "sl", "1.10200"),
+]
+
+
+@pytest.mark.parametrize("side, sl, tp, bar, reason, price", GAPS)
+def test_a_replayed_level_gapped_through_fills_at_the_open_and_one_crossed_inside_a_bar_at_the_level(
+    side, sl, tp, bar, reason, price
+):
+    clock, broker = replay_with(bar)
+    position, closed = closed_after_the_bar(clock, broker, side, sl, tp)
+    assert (closed.reason, closed.close_price) == (reason, D(price))
+    sign = 1 if side == BUY else -1
+    assert closed.profit == (sign * (D(price) - position.open_price) * 100000).quantize(D("0.01"))
+    assert result(broker.balance()) == D("10000") + closed.profit
+
+
+class _TickWalk(paper._SymbolWalk):
+    """A bid that takes the given ticks, one a second from ORIGIN, then
+    stays on the last."""
+
+    def __init__(self, spec, rng, ticks):
+        self.ticks = np.array(ticks)
+        super().__init__(spec, rng, float(ticks[0]), 0.0)
+
+    def step(self, first_second, count):
+        seconds = np.arange(first_second, first_second + count, dtype=np.int64)
+        bids = self.ticks[np.clip(seconds - int(ORIGIN), 0, len(self.ticks) - 1)]
+        self.price = self.bid = float(bids[-1])
+        self._add_to_bars(seconds, bids)
+        return seconds, bids
+
+
+def ticking(ticks):
+    """A paper account on a market whose EURUSD bid takes `ticks`."""
+
+    class TickMarket(PaperMarket):
+        def _walk(self, name, spec, rng):
+            if name == "EURUSD":
+                return _TickWalk(spec, rng, ticks)
+            return super()._walk(name, spec, rng)
+
+    clock = Clock()
+    backend = PaperBackend(reactor=clock, market=TickMarket(clock, origin=ORIGIN))
+    result(backend.start())
+    return clock, backend.broker_for("1", Decimal("10000"))
+
+
+@pytest.mark.parametrize(
+    "side, sl, tp, ticks, reason, price",
+    [
+        (BUY, "1.09800", "1.10400", [1.1, 1.0995, 1.0987, 1.0979, 1.097], "sl", "1.09790"),
+        (BUY, "1.09800", "1.10400", [1.1, 1.1030, 1.1043, 1.1050], "tp", "1.10430"),
+        (SELL, "1.10200", "1.09600", [1.1, 1.1015, 1.1022, 1.1030], "sl", "1.10230"),  # the ask: bid + 10 points
+        (SELL, "1.10200", "1.09600", [1.1, 1.0970, 1.0948, 1.0940], "tp", "1.09490"),
+    ],
+)
+def test_each_second_is_a_tick_and_a_level_fills_at_the_first_tick_past_it(side, sl, tp, ticks, reason, price):
+    clock, broker = ticking(ticks)
+    position = result(broker.open_position(OrderRequest("EURUSD", side, Decimal("1.00"), D(sl), D(tp), "tb-t")))
+    clock.advance(len(ticks))
+    closed = result(broker.closed_position(position.ticket))
+    assert (closed.reason, closed.close_price) == (reason, D(price))
+    assert closed.closed_at == ORIGIN + next(
+        i for i, bid in enumerate(ticks) if D(str(bid)) + (0 if side == BUY else D("0.0001")) == D(price)
+    )

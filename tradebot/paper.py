@@ -7,10 +7,12 @@ builds M1 candles; the ask is the bid plus the symbol's spread. Simulated time
 runs `speed` times faster than the reactor's clock and is advanced lazily, on
 the first call that needs it, so an idle market costs nothing. While it
 advances, every open position of every account is checked against each
-simulated second: a stop loss or take profit is filled at the level the price
-crossed, and the account's balance moves by the realised profit, computed the
-way MT5 does (price difference x contract size x volume, converted to the
-account currency, USD).
+simulated second: a stop loss or take profit fills, as on a real MT5 server,
+at the first price that reached its level (each second's bid is a tick, so
+that price may lie a little past the level, or far past it after a jump), and
+the account's balance moves by the realised profit, computed the way MT5 does
+(price difference x contract size x volume, converted to the account
+currency, USD).
 
 Each account has its own `PaperBroker` (balance, open and closed positions).
 The market and every account are saved through the store (the
@@ -169,6 +171,12 @@ class _SymbolWalk:
                 self.bars.append((bar[0] * 60, bar[1], bar[2], bar[3], bar[4]))
             self.forming = [minute, float(bids[start]), float(high), float(low), float(bids[end])]
 
+    def jumps(self, second: int) -> bool:
+        """Whether the bid of `second` may lie past a level its previous
+        bid had not reached, with no price in between: True for a random
+        walk, whose every second is a tick of its own."""
+        return True
+
     def candles(self, count: int) -> Candles:
         """The latest `count` completed bars."""
         bars = list(self.bars)[-count:] if count > 0 else []
@@ -289,14 +297,18 @@ class PaperMarket:
             self._generated_to += count
             for name, walk in self.walks.items():
                 seconds, bids = walk.step(first, count)
-                closed_any |= self._settle(name, walk.spec, seconds, bids)
+                closed_any |= self._settle(name, walk, seconds, bids)
         if closed_any and self.on_change is not None:
             self.on_change()
 
-    def _settle(self, name: str, spec: SymbolSpec, seconds, bids) -> bool:
+    def _settle(self, name: str, walk: "_SymbolWalk", seconds, bids) -> bool:
+        """Close the positions on `name` whose stop loss or take profit the
+        `bids` of `seconds` reached: at the level where the price moved
+        through it, at the price that jumped past it otherwise."""
         positions = [p for p in self._open.values() if p.symbol == name]
         if not positions:
             return False
+        spec = walk.spec
         spread = spec.spread * float(spec.point)
         closed_any = False
         for position in positions:
@@ -311,9 +323,13 @@ class PaperMarket:
             if stop_at is None and take_at is None:
                 continue
             if take_at is None or (stop_at is not None and stop_at <= take_at):
-                price, reason, at = position.stop_loss, "sl", stop_at
+                level, reason, at = position.stop_loss, "sl", stop_at
             else:
-                price, reason, at = position.take_profit, "tp", take_at
+                level, reason, at = position.take_profit, "tp", take_at
+            price = level
+            if walk.jumps(seconds[at]):
+                bid = spec.round_price(bids[at])
+                price = bid if position.side == BUY else bid + spec.spread * spec.point
             self._close(position, price, float(seconds[at]), reason)
             closed_any = True
         return closed_any
@@ -493,7 +509,10 @@ class _ReplayWalk(_SymbolWalk):
     open for its first 15 seconds, then the extreme nearer the open's side
     (the low of a rising bar, the high of a falling one), then the other
     extreme, then the close for its last 15 seconds. Before the first bar
-    the bid is its open, after the last one its close."""
+    the bid is its open, after the last one its close. Inside a bar the price
+    passes through every level between its quarters (a level crossed there
+    fills at the level, as the backtester fills it); a bar's open may have
+    gapped from the previous close (a level it jumped past fills at the open)."""
 
     def __init__(self, spec: SymbolSpec, rng: np.random.Generator, bars):
         self.source = bars
@@ -520,6 +539,10 @@ class _ReplayWalk(_SymbolWalk):
         self.bid = float(bids[-1])
         self._add_to_bars(seconds, bids)
         return seconds, bids
+
+    def jumps(self, second: int) -> bool:
+        """True at the first second of each replayed bar (its open)."""
+        return (int(second) - int(self.source.time[0])) % 60 == 0
 
 
 class BarReplayMarket(PaperMarket):

@@ -14,7 +14,12 @@ It runs the live rules on past bars:
 - an open trade is checked against each bar's high and low from its entry bar
   on, with the bid for a BUY and the ask (bid plus spread) for a SELL, like the
   paper market; a bar that reaches both the stop loss and the take profit
-  counts as the stop loss (the worse case); the trade closes at the level;
+  counts as the stop loss (the worse case); the trade closes at the level,
+  unless the bar opened beyond it (a gap, as after a weekend): then, as a
+  real MT5 stop or take profit fills at the first price past its level, it
+  closes at the bar's open (the bid for a BUY, the ask for a SELL), and a bar
+  that opens beyond the take profit closes there even if it later reaches
+  the stop loss;
 - an order whose margin (`tradebot.paper.required_margin`) exceeds the
   balance is refused, as the paper broker refuses it;
 - profit is the paper market's (`tradebot.paper.profit_in_quote`) in cents,
@@ -183,16 +188,24 @@ def backtest(
             continue
         state = engine.opened(state, now)
         entry_phase, entry_step = state.phase, state.step
-        exit_bar, reason = _exit_bar(bars, i, signal.side, float(stop_loss), float(take_profit), spread_float)
+        exit_bar, reason, gapped = _exit_bar(bars, i, signal.side, float(stop_loss), float(take_profit), spread_float)
         if exit_bar is None:
             exit_bar, reason = n - 1, END_OF_DATA
             close_bid = spec.round_price(bars.close[-1])
             close_price = close_bid if signal.side == BUY else close_bid + spread_price
+        elif gapped:  # the first price past the level: the bar's open
+            open_bid = spec.round_price(bars.open[exit_bar])
+            close_price = open_bid if signal.side == BUY else open_bid + spread_price
         else:
             close_price = stop_loss if reason == "sl" else take_profit
         close_time = float(bars.time[exit_bar])
         # the worst floating equity while open, for the plan's loss limits
-        worst_at, worst_price = _worst(bars, i, exit_bar, signal.side, spread_float, spec, stop_loss)
+        if gapped:  # the bars before the gap, then the price it closed at
+            worst_at, worst_price = _worst(bars, i, exit_bar - 1, signal.side, spread_float, spec, stop_loss)
+            if (close_price < worst_price) if signal.side == BUY else (close_price > worst_price):
+                worst_at, worst_price = exit_bar, close_price
+        else:
+            worst_at, worst_price = _worst(bars, i, exit_bar, signal.side, spread_float, spec, stop_loss)
         floating = to_cents(account_profit(spec, signal.side, lot, entry_price, worst_price))
         state, happened = engine.update(state, balance, balance + floating, float(bars.time[worst_at]), 1)
         events.extend(happened)
@@ -232,9 +245,12 @@ def backtest(
 
 
 def _exit_bar(bars: Bars, start: int, side: str, stop: float, take: float, spread: float):
-    """(index, "sl" or "tp") of the first bar from `start` whose range reaches
-    a stop (the stop loss when both), or (None, None). Searches in growing
-    chunks, so a short trade costs little and a long one few steps."""
+    """(index, "sl" or "tp", gapped) of the first bar from `start` whose
+    range reaches a level, or (None, None, False). `gapped` is True when a
+    bar after the entry bar opened beyond the level (it fills at the open);
+    a bar opening beyond the take profit is a take profit, else a bar that
+    reaches both is a stop loss. Searches in growing chunks, so a short trade
+    costs little and a long one few steps."""
     n = len(bars)
     size = 32
     j = start
@@ -249,10 +265,19 @@ def _exit_bar(bars: Bars, start: int, side: str, stop: float, take: float, sprea
         hit = hit_stop | hit_take
         if hit.any():
             k = int(np.argmax(hit))
-            return j + k, ("sl" if hit_stop[k] else "tp")
+            index = j + k
+            if index > start:  # the entry bar's open is the entry, inside the stops
+                opening = float(bars.open[index]) + (0.0 if side == BUY else spread)
+                beyond_take = opening >= take if side == BUY else opening <= take
+                beyond_stop = opening <= stop if side == BUY else opening >= stop
+                if beyond_take:
+                    return index, "tp", True
+                if beyond_stop:
+                    return index, "sl", True
+            return index, ("sl" if hit_stop[k] else "tp"), False
         j = end
         size *= 4
-    return None, None
+    return None, None, False
 
 
 def _worst(bars: Bars, start: int, stop: int, side: str, spread: float, spec: SymbolSpec, stop_loss: Decimal):
