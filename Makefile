@@ -1,5 +1,9 @@
 # The quick start: `make run` (a demo server) and `make test` (the whole suite).
-# Each sets up its own virtualenv in .venv first; only Python 3.9+ is needed.
+# Each sets up the virtualenv in .venv first; only Python 3.9+ is needed.
+# tradebot is installed into it as a user installs it (`pip install .`, not
+# editable), again whenever a file of the package changes. The tests run the
+# checkout's code whatever is installed (tests/conftest.py); for development,
+# `pip install -e '.[test]'` in a virtualenv of your own works as well.
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,14 +17,25 @@ DEMO_SIGNAL_INTERVAL ?= 3
 
 .PHONY: run test bench clean
 
-$(VENV)/.installed: setup.py
+# what the installed package is built from
+PACKAGE_FILES := setup.py pyproject.toml README.md \
+	$(shell find tradebot twisted/plugins -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name dropin.cache)
+
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e . --config-settings editable_mode=compat
+	touch $@
+
+# build/ is removed first: setuptools would otherwise carry files deleted
+# from the checkout over from an earlier build into the new one
+$(VENV)/.installed: $(VENV)/.created $(PACKAGE_FILES)
+	rm -rf build
+	$(BIN)/pip install --quiet .
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	rm -rf build
+	$(BIN)/pip install --quiet '.[test]'
 	touch $@
 
 run: $(VENV)/.installed

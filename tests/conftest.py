@@ -9,6 +9,12 @@ Fixtures shared by the tests.
 - `logged_errors` (autouse): fails a test that logged an error it did not
   expect; a test that expects one takes it with ``logged_errors.take(Type)``.
 
+Processes the tests start (``twistd tradebot``, ``python -m tradebot``, the
+MT5 broker worker) run the checkout's code, whether the package is installed
+plainly, editable, or not at all: the checkout is put first on their
+``PYTHONPATH`` here, and Twisted finds the plugin in its ``twisted/plugins``.
+Only ``tests/test_package.py`` runs the installed package, on purpose.
+
 A test that is about one backend's specifics only opts out of the others with
 the ``backends`` marker: ``@pytest.mark.backends("sqlite")`` runs it on SQLite
 alone (it gets no ``[postgresql]`` variant at all, rather than a skipped one).
@@ -23,6 +29,12 @@ from twisted.logger import LogLevel, globalLogPublisher
 from tradebot.store import SyncStore
 
 from . import pg
+
+#: The checkout, first on the path of every process the tests start.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != ROOT]
+)
 
 #: Every backend `db_url` offers, in test-id order.
 BACKENDS = ("sqlite", "postgresql")

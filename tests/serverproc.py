@@ -127,8 +127,10 @@ def _wait(d, timeout):
 class Servers:
     """Starts `ServerProcess`es for one test and kills the ones left."""
 
-    def __init__(self, cwd):
+    def __init__(self, cwd, twistd=TWISTD, env=None):
         self.cwd = str(cwd)
+        self.twistd = str(twistd)
+        self.env = env  # the servers' environment unless `start` is given one
         self.started = []
 
     def start(
@@ -144,18 +146,18 @@ class Servers:
         """A server on 127.0.0.1 (a free port) and `db_url`, with the fail
         points named in `failpoints` armed; `env` is its environment
         (default: this process's)."""
-        environment = dict(os.environ if env is None else env)
+        environment = dict(env if env is not None else self.env if self.env is not None else os.environ)
         environment.pop("TRADEBOT_FAILPOINTS", None)
         if failpoints:
             environment["TRADEBOT_FAILPOINTS"] = failpoints
         server = ServerProcess(f"server #{len(self.started) + 1}")
         args = [
-            TWISTD, "--nodaemon", "--pidfile=", "tradebot", "--log-format", "json",
+            self.twistd, "--nodaemon", "--pidfile=", "tradebot", "--log-format", "json",
             "--port", "tcp:0:interface=127.0.0.1", "--db", db_url, "--broker", broker,
             "--signal-interval", str(signal_interval), "--monitor-interval", str(monitor_interval),
             *extra,
         ]
-        server.transport = reactor.spawnProcess(server, TWISTD, args, env=environment, path=self.cwd)
+        server.transport = reactor.spawnProcess(server, self.twistd, args, env=environment, path=self.cwd)
         self.started.append(server)
         return server
 
