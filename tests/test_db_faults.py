@@ -48,7 +48,7 @@ from tradebot.tokens import hash_token
 from .conftest import InlineStore
 from .dblock import DatabaseLock, LockProcess
 from .scripted import ScriptedBroker
-from .test_e2e import add_account, start_server
+from .test_e2e import add_account, make_admin_token, start_server
 from .test_loops import MONITOR_INTERVAL, SIGNAL_INTERVAL, Recorder, Rig, buy_xauusd
 from .wsclient import connect, message_is
 
@@ -406,8 +406,11 @@ def log_seen(predicate, timeout=60):
     return d.addTimeout(timeout, reactor)
 
 
-async def health(url):
-    response = await treq.get("http://" + url.split("//", 1)[1].split("/", 1)[0] + "/health")
+async def health(url, admin_token):
+    response = await treq.get(
+        "http://" + url.split("//", 1)[1].split("/", 1)[0] + "/health",
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
     return response.code, json.loads(await response.text())
 
 
@@ -422,6 +425,7 @@ def is_signal(message):
 @pytest_twisted.ensureDeferred
 async def test_a_locked_database_places_no_order_and_trading_resumes_after(db_url, capsys, logged_errors):
     token = add_account(db_url, capsys, symbols="XAUUSD,EURUSD,GBPUSD")
+    admin_token = make_admin_token(db_url)
     service, url = await start_server(db_url, "0.3", "0.1", "--db-retry-window", str(RETRY_WINDOW))
     holder = LockProcess.start(db_url)
     try:
@@ -439,7 +443,7 @@ async def test_a_locked_database_places_no_order_and_trading_resumes_after(db_ur
         assert store.trades("alice") == []  # no intent...
         broker = service.backend.broker_for(str(account.id), None)
         assert broker.positions == {} and len(broker.closed) == 0  # ...so no order
-        code, report = await health(url)
+        code, report = await health(url, admin_token)
         assert code == 503 and report["database"] == "writes fail: locked"
 
         unlocked = time.time()
@@ -447,7 +451,7 @@ async def test_a_locked_database_places_no_order_and_trading_resumes_after(db_ur
         resumed = await client.wait_for(message_is(messages.TRADING_RESUMED), timeout=30)
         between = client.received[index_of(client, paused) + 1:index_of(client, resumed)]
         assert not [m for m in between if m["message"] in (messages.CHECKING, "BUY", "SELL")]
-        assert (await health(url))[0] == 200
+        assert (await health(url, admin_token))[0] == 200
         await client.wait_for(message_is(messages.TRADE_PLACED), since=index_of(client, resumed), timeout=60)
         # every order at the broker carries the comment of an intent recorded before
         # it was sent, once the lock was gone
@@ -509,6 +513,7 @@ async def test_a_full_disk_holds_a_completion_back_until_there_is_room(small_dis
     database = os.path.join(small_disk.path, "tradebot.sqlite")
     db_url = f"sqlite:///{database}"
     token = add_account(db_url, capsys, symbols="XAUUSD,EURUSD")
+    admin_token = make_admin_token(db_url)
     service, url = await start_server(db_url, "0.3", "0.1", "--db-retry-window", str(RETRY_WINDOW))
     try:
         client = await connect(url + "?" + token)
@@ -525,7 +530,7 @@ async def test_a_full_disk_holds_a_completion_back_until_there_is_room(small_dis
         [trade] = [t for _, t in store.trades("alice") if t.ticket is not None]
         assert (trade.symbol, trade.status) == (symbol, records.OPEN)
         store.close()
-        code, report = await health(url)
+        code, report = await health(url, admin_token)
         assert code == 503 and report["database"] == "writes fail: disk full"
 
         small_disk.make_room()

@@ -45,6 +45,24 @@ async def start_server(db_url, signal_interval="0.3", monitor_interval="0.1", *o
     return service, f"ws://127.0.0.1:{port.getHost().port}/ws/check/premium/"
 
 
+def make_admin_token(db_url) -> str:
+    """A new admin token for the database at `db_url` (as ``tradebot
+    admin-token`` makes one)."""
+    import time
+
+    from tradebot import serverkeys
+    from tradebot.tokens import new_token
+
+    token = new_token()
+    store = SyncStore(db_url)
+    try:
+        store.prepare()
+        store.run(serverkeys.thd_set_admin_token, token, time.time())
+    finally:
+        store.close()
+    return token
+
+
 def index_of(client, message):
     """Where `message` (the very object) is in what the client received."""
     return next(i for i, m in enumerate(client.received) if m is message)

@@ -18,7 +18,9 @@ from tradebot import messages
 from tradebot.backends import LOCKED_REASON
 from tradebot.credentials import KEY_ENV, new_key
 
-from .test_e2e import start_server
+from tradebot.cli import main as admin
+
+from .test_e2e import make_admin_token, start_server
 from .test_e2e_mt5 import add, mt5_url
 from .test_mt5_links import Terminal, fake_environment
 from .wsclient import connect, message_is
@@ -98,6 +100,7 @@ async def test_without_the_key_the_account_does_not_trade_its_clients_hear_why_a
     monkeypatch.setenv(KEY_ENV, new_key())
     mia = add_with_password(db_url, capsys, monkeypatch, "mia")
     pat = add(db_url, capsys, "pat")  # on the server's paper broker
+    admin_token = make_admin_token(db_url)
     monkeypatch.delenv(KEY_ENV)
     service, url = await start_server(db_url, signal_interval="0.3", monitor_interval="0.2")
     try:
@@ -112,7 +115,10 @@ async def test_without_the_key_the_account_does_not_trade_its_clients_hear_why_a
         assert not [m for m in locked.received if m["message"] == messages.CHECKING]
         assert terminal.server.calls == [] and service.backends.backends == [service.backend]
         # and the operator's health check says which account and why
-        response = await treq.get(url.replace("ws://", "http://").split("/ws/")[0] + "/health")
+        response = await treq.get(
+            url.replace("ws://", "http://").split("/ws/")[0] + "/health",
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
         health = await response.json()
         assert response.code == 503 and list(health["accounts"]) == ["mia"]
         assert KEY_ENV in health["accounts"]["mia"] and health["reasons"] == [f"account mia: {health['accounts']['mia']}"]
@@ -124,3 +130,43 @@ async def test_without_the_key_the_account_does_not_trade_its_clients_hear_why_a
     assert logged_errors.take_errors("account mia will not trade") == 1
     [line] = [line for line in log_lines if "account mia will not trade" in line]
     assert f"{KEY_ENV} is not set" in line
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_login_server_or_path_reaches_health_metrics_or_a_log_line(
+    db_url, capsys, monkeypatch, terminal, log_lines
+):
+    monkeypatch.setenv(KEY_ENV, new_key())
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\n"))
+    server = terminal.fake._account["server"]  # the terminal is not logged in yet
+    url = f"{mt5_url()}&login={LOGIN}&server={server}"
+    token = add(db_url, capsys, "mia", "--broker-url", url, "--broker-password-stdin")
+    assert admin(["--db", db_url, "account", "show", "mia"]) == 0
+    [name] = [line.split(":", 1)[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("broker name:")]
+    admin_token = make_admin_token(db_url)
+    service, ws_url = await start_server(
+        db_url, "0.3", "0.2", "--admin-port", "tcp:0:interface=127.0.0.1"
+    )
+    public = ws_url.replace("ws://", "http://").split("/ws/")[0]
+    private = f"http://127.0.0.1:{service.admin_port.getHost().port}"
+    try:
+        client = await connect(ws_url + "?" + token)
+        client.send({"msg": "ping"})
+        await client.wait_for(message_is(messages.TRADE_PLACED), timeout=60)  # logged in, trading
+        [backend] = service.backends.backends[1:]
+        assert backend.name == name and name.startswith("mt5-")
+        seen = []
+        for base, headers in ((private, {}), (public, {"Authorization": f"Bearer {admin_token}"})):
+            for path in ("/health", "/metrics"):
+                response = await treq.get(base + path, headers=headers)
+                assert response.code == 200
+                seen.append(await response.text())
+        assert all(name in text for text in seen)  # named, opaquely
+        client.sendClose()
+        await client.closed
+    finally:
+        await service.stopService()
+    assert any(name in line for line in log_lines)
+    for text in seen + log_lines:
+        for private_part in (str(LOGIN), server, "terminal64", "MetaTrader 5"):
+            assert private_part not in text, text

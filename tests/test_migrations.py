@@ -220,7 +220,7 @@ def test_a_database_at_0004_gains_the_plan_tables_and_keeps_every_row(db_url, ca
     engine.dispose()
     before = rows(db_url)
     assert admin(["--db", db_url, "db", "upgrade"]) == 0
-    assert "from schema 0004 to 0005" in capsys.readouterr().out
+    assert f"from schema 0004 to {migrations.head()}" in capsys.readouterr().out
     assert rows(db_url) == before
     engine = make_engine(db_url)
     with engine.connect() as conn:

@@ -1,7 +1,10 @@
 """
-What an operator watches and sets: ``/health``, ``/metrics`` (on the
-websocket's port or an admin port of their own), JSON logs, and the websocket
-limits as options. Real servers on 127.0.0.1, real HTTP and websocket clients.
+What an operator watches and sets: ``/health``, ``/metrics`` (whole on an
+admin port of their own, or on the websocket's port with the admin token,
+where anyone else gets the status alone), JSON logs, and the websocket limits
+as options. Brokers are named opaquely: no login, server or path of a
+customer reaches /health, /metrics or a log line. Real servers on 127.0.0.1,
+real HTTP and websocket clients.
 """
 
 import json
@@ -18,7 +21,7 @@ from twisted.internet import defer, protocol, reactor
 
 from tradebot import messages
 
-from .test_e2e import add_account, start_server
+from .test_e2e import add_account, make_admin_token, start_server
 from .wsclient import connect, message_is
 
 
@@ -27,8 +30,9 @@ def http_base(url: str) -> str:
     return "http://" + url.split("//", 1)[1].split("/", 1)[0]
 
 
-async def get(url: str):
-    response = await treq.get(url)
+async def get(url: str, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    response = await treq.get(url, headers=headers)
     return response.code, await response.text()
 
 
@@ -47,19 +51,20 @@ def metric(text: str, name: str, **labels) -> float:
 @pytest_twisted.ensureDeferred
 async def test_health_and_metrics_follow_a_trading_session(db_url, capsys):
     token = add_account(db_url, capsys)
+    admin_token = make_admin_token(db_url)
     service, url = await start_server(db_url)
     try:
-        code, body = await get(http_base(url) + "/health")
+        code, body = await get(http_base(url) + "/health", admin_token)
         assert code == 200
         report = json.loads(body)
         assert report["status"] == "ok" and report["database"] == "ok"
-        assert list(report["brokers"].values()) == ["ok"]
+        assert report["brokers"] == {"paper": "ok"}
 
         client = await connect(url + "?" + token)
         client.send({"msg": "ping"})
         done = await client.wait_for(message_is(messages.TRADE_COMPLETED), timeout=60)
         await client.wait_for(message_is(messages.CHECKING), since=len(client.received))
-        code, text = await get(http_base(url) + "/metrics")
+        code, text = await get(http_base(url) + "/metrics", admin_token)
         assert code == 200
         assert metric(text, "tradebot_connections") == 1
         assert metric(text, "tradebot_streaming_connections") == 1
@@ -72,7 +77,7 @@ async def test_health_and_metrics_follow_a_trading_session(db_url, capsys):
         assert token not in text
         client.sendClose()
         await client.closed
-        code, text = await get(http_base(url) + "/metrics")
+        code, text = await get(http_base(url) + "/metrics", admin_token)
         assert metric(text, "tradebot_connections") == 0
     finally:
         await service.stopService()
@@ -84,20 +89,28 @@ async def test_health_is_503_with_the_reason_while_the_database_is_away(db_url, 
     from . import pg
 
     add_account(db_url, capsys)
-    service, url = await start_server(db_url)
+    admin_token = make_admin_token(db_url)
+    service, url = await start_server(db_url, "0.3", "0.1", "--admin-port", "tcp:0:interface=127.0.0.1")
+    admin = f"http://127.0.0.1:{service.admin_port.getHost().port}"
     name = make_url(db_url).database
     try:
         with pg._admin_engine().connect() as conn:
             conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
             conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-        code, body = await get(http_base(url) + "/health")
+        code, body = await get(admin + "/health")
         assert code == 503
         report = json.loads(body)
         assert report["status"] == "unavailable" and report["reasons"][0].startswith("database:")
+        # the public port: the same status, no details, even with the token
+        # (which cannot be checked while the database is away)
+        code, body = await get(http_base(url) + "/health", admin_token)
+        assert (code, json.loads(body)) == (503, {"status": "unavailable"})
         with pg._admin_engine().connect() as conn:
             conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        code, body = await get(http_base(url) + "/health")
+        code, body = await get(admin + "/health")
         assert code == 200
+        code, body = await get(http_base(url) + "/health")
+        assert (code, json.loads(body)) == (200, {"status": "ok"})
     finally:
         await service.stopService()
 
@@ -106,34 +119,93 @@ async def test_health_is_503_with_the_reason_while_the_database_is_away(db_url, 
 async def test_health_is_503_while_a_broker_is_unavailable(db_url, monkeypatch):
     # an MT5 terminal whose worker finds no MetaTrader5 module to import
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if "fakemt5" not in p))
+    admin_token = make_admin_token(db_url)
     service, url = await start_server(db_url, "60", "1", broker="mt5://?heartbeat=0.2")
     try:
         backend = service.backend
         if not backend.settled:
             await backend.first_attempt
-        code, body = await get(http_base(url) + "/health")
+        code, body = await get(http_base(url) + "/health", admin_token)
         report = json.loads(body)
         assert code == 503 and report["database"] == "ok"
         [reason] = report["reasons"]
-        assert reason.startswith("broker mt5://") and "cannot import MetaTrader5" in reason
-        code, text = await get(http_base(url) + "/metrics")
-        assert metric(text, "tradebot_broker_available", broker=backend.url) == 0
+        assert reason.startswith(f"broker {backend.name}:") and "cannot import MetaTrader5" in reason
+        assert backend.name.startswith("mt5-")
+        code, text = await get(http_base(url) + "/metrics", admin_token)
+        assert metric(text, "tradebot_broker_available", broker=backend.name) == 0
     finally:
         await service.stopService()
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_admin_port_serves_health_and_metrics_alone(db_url):
+async def test_an_admin_port_serves_health_and_metrics_whole_and_alone(db_url):
     service, url = await start_server(db_url, "60", "1", "--admin-port", "tcp:0:interface=127.0.0.1")
     try:
         admin = f"http://127.0.0.1:{service.admin_port.getHost().port}"
-        assert (await get(admin + "/health"))[0] == 200
+        code, body = await get(admin + "/health")
+        assert code == 200 and json.loads(body)["brokers"] == {"paper": "ok"}
         assert (await get(admin + "/metrics"))[0] == 200
         assert (await get(admin + "/ws/check/premium/"))[0] == 404
-        assert (await get(http_base(url) + "/health"))[0] == 404
-        assert (await get(http_base(url) + "/metrics"))[0] == 404
+        # the public port: the status alone for a load balancer, no metrics
+        code, body = await get(http_base(url) + "/health")
+        assert (code, json.loads(body)) == (200, {"status": "ok"})
+        assert (await get(http_base(url) + "/metrics"))[0] == 401
     finally:
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_public_port_gives_health_details_and_metrics_to_the_admin_token_alone(db_url):
+    admin_token = make_admin_token(db_url)
+    service, url = await start_server(db_url, "60", "1")
+    base = http_base(url)
+    try:
+        for token in (None, "not-the-token", admin_token[:-1]):
+            code, body = await get(base + "/health", token)
+            assert (code, json.loads(body)) == (200, {"status": "ok"})
+            code, body = await get(base + "/metrics", token)
+            assert code == 401 and "tradebot_" not in body
+        code, body = await get(base + "/health", admin_token)
+        assert code == 200 and json.loads(body)["database"] == "ok"
+        code, text = await get(base + "/metrics", admin_token)
+        assert code == 200 and metric(text, "tradebot_connections") == 0
+        # a new token replaces the old one
+        newer = make_admin_token(db_url)
+        assert (await get(base + "/metrics", admin_token))[0] == 401
+        assert (await get(base + "/metrics", newer))[0] == 200
+    finally:
+        await service.stopService()
+
+
+CUSTOMER_URL = "mt5://?path=C:\\MT5\\terminal64.exe&login=51234567&server=Broker-Demo"
+
+
+def test_a_broker_named_in_its_url_keeps_that_name_and_a_bad_name_is_refused():
+    from tradebot.backends import Backends
+    from tradebot.broker import backend_from_url
+    from tradebot.mt5.backend import settings_from_url
+    from tradebot.broker import BrokerURL
+
+    built = []
+
+    def make(url):
+        backend = backend_from_url(url, reactor=reactor)
+        backend.start = lambda: defer.succeed(None)
+        built.append(backend)
+        return backend
+
+    backends = Backends(backend_from_url("paper", reactor=reactor), reactor, make=make)
+    backends._own_backend(CUSTOMER_URL + "&name=ftmo-1")
+    backends._own_backend("mt5linux://10.0.0.7:18812")
+    assert built[0].name == "ftmo-1"
+    assert built[1].name.startswith("mt5-") and "10.0.0.7" not in built[1].name
+    # stable for one key, another under another key
+    again = Backends(backend_from_url("paper", reactor=reactor), reactor, make=make)
+    again.name_key = backends.name_key
+    again._own_backend("mt5linux://10.0.0.7:18812")
+    assert built[2].name == built[1].name
+    with pytest.raises(ValueError, match="name must be"):
+        settings_from_url(BrokerURL.parse(CUSTOMER_URL + "&name=a%20b"))
 
 
 @pytest_twisted.ensureDeferred

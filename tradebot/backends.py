@@ -8,6 +8,11 @@ one of its sessions needs it; one MT5 terminal (one worker process) then serves
 every account that names its URL. A backend that hangs or dies stalls only the
 accounts trading through it.
 
+Each backend is named, in logs, ``/health`` and ``/metrics``, by an opaque,
+stable name (`tradebot.serverkeys.broker_name`) made here with the database's
+broker-name key (`name_key`), unless its URL gives one (``name=``); never by
+the login, server, path or address in its URL.
+
 An account may store its terminal's password, encrypted (`tradebot.credentials`):
 it is decrypted here and handed to the backend before it starts, so the
 terminal logs in with it. An account whose stored password cannot be decrypted
@@ -15,12 +20,13 @@ terminal logs in with it. An account whose stored password cannot be decrypted
 trades, its clients are told why, and every other account carries on.
 """
 
+import secrets
 from typing import Callable, Dict, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tradebot import credentials
+from tradebot import credentials, serverkeys
 from tradebot.broker import Broker, BrokerBackend, BrokerUnavailable, backend_from_url
 from tradebot.market import MarketData
 from tradebot.records import Account
@@ -83,6 +89,10 @@ class Backends:
         self._default_market = MarketData(reactor, max_age=market_max_age)
         self._own: Dict[str, Tuple[BrokerBackend, MarketData]] = {}  # by terminal
         self._by_url: Dict[str, Tuple[BrokerBackend, MarketData]] = {}
+        #: The key broker names are made with (the server sets the
+        #: database's before `start`); a random one, unstable across
+        #: restarts, until then.
+        self.name_key: bytes = secrets.token_bytes(32)
 
     def start(self, accounts=()):
         """Deferred: the server's backend started, and the backends of
@@ -95,6 +105,7 @@ class Backends:
                 self._log.error("the broker URL of account {name} is refused: {error}", name=account.name, error=e)
             except credentials.CredentialsError:
                 pass  # logged; the account's sessions get an UnavailableBroker
+        self._give_name(self.default)
         return self.default.start()
 
     def broker_for(self, account: Account) -> Tuple[Broker, MarketData]:
@@ -145,6 +156,7 @@ class Backends:
             self._give_password(known[0], password, name)
             return known
         backend = self._make(url)
+        self._give_name(backend)
         if self._metrics is not None:
             backend.metrics = self._metrics
         # two URLs naming one terminal get one backend: two workers would
@@ -155,18 +167,23 @@ class Backends:
             known = self._own[identity] = (backend, MarketData(self._reactor, max_age=self._market_max_age))
             self._give_password(backend, password, name)
             defer.maybeDeferred(backend.start).addErrback(
-                lambda f: self._log.failure("broker {url} could not start", f, url=backend.url)
+                lambda f: self._log.failure("broker {broker} could not start", f, broker=backend.name)
             )
         else:
             if known[0].url != backend.url:
                 self._log.warn(
-                    "broker {url} names the same terminal as {first}: trading through {first}",
-                    url=backend.url,
-                    first=known[0].url,
+                    "two broker URLs name the terminal {broker}: it trades for the accounts of both",
+                    broker=known[0].name,
                 )
             self._give_password(known[0], password, name)
         self._by_url[url] = known
         return known
+
+    def _give_name(self, backend: BrokerBackend) -> None:
+        """Name a terminal opaquely from its identity, unless its URL named it."""
+        identity = getattr(backend, "identity", "")
+        if identity and not getattr(backend, "given_name", None):
+            backend.name = serverkeys.broker_name(identity, self.name_key)
 
     def _give_password(self, backend: BrokerBackend, password: Optional[str], name: str) -> None:
         """Have `backend` log in with the password stored for account `name`;
@@ -175,10 +192,10 @@ class Backends:
             return
         if not backend.use_password(password):
             self._log.warn(
-                "the stored broker password of account {name} differs from the one {url} already has; "
-                "{url} keeps the first",
+                "the stored broker password of account {name} differs from the one {broker} already has; "
+                "{broker} keeps the first",
                 name=name,
-                url=backend.url,
+                broker=backend.name,
             )
 
     @property
@@ -192,7 +209,7 @@ class Backends:
 
         def _stop(backend):
             return defer.maybeDeferred(backend.stop).addErrback(
-                lambda f: self._log.failure("stopping broker {url} failed", f, url=backend.url)
+                lambda f: self._log.failure("stopping broker {broker} failed", f, broker=backend.name)
             )
 
         return defer.gatherResults([_stop(b) for b in self.backends])

@@ -253,8 +253,17 @@ class Broker:
 class BrokerBackend:
     """What one broker URL names, shared by all accounts trading through it."""
 
-    #: The URL it was made from, with any secret removed.
+    #: The URL it was made from, with any secret removed. It may name a
+    #: customer's login, broker server or terminal path: never log or show it.
     url: str = ""
+    #: What logs, /health and /metrics call it: opaque and stable, never the
+    #: login, server, path or address its URL gives (`tradebot.serverkeys`).
+    name: str = "broker"
+
+    def description(self) -> str:
+        """How the server's start-up line shows it: its name, unless (like
+        the paper broker's) its URL holds nothing private."""
+        return self.name
 
     def start(self):
         """Deferred: ready to trade."""

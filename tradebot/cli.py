@@ -10,9 +10,9 @@ refused until ``tradebot db upgrade``.
 Every command checks its arguments before it opens the database: a refused
 command prints one ``tradebot: error: ...`` line on stderr, exits with 2 and
 writes nothing. A token is printed only by ``account add``, ``account
-rotate-token`` and ``demo``, alone on the last line (``demo`` also prints it
-inside the client URL), and never logged; so is a webhook secret, by
-``account set --webhook``.
+rotate-token``, ``demo`` and ``admin-token``, alone on the last line (``demo``
+also prints it inside the client URL), and never logged; so is a webhook
+secret, by ``account set --webhook``.
 
 A broker password is read from standard input (``--broker-password-stdin``),
 never from the command line, and stored only encrypted under the key in
@@ -369,6 +369,7 @@ def cmd_account_show(args, store) -> int:
         ("max open trades", account.max_open_trades),
         ("always on", plain(account.always_on)),
         ("broker", account.broker or "the server's (--broker)"),
+        ("broker name", _broker_name(store, account.broker)),
         ("broker password", "stored, encrypted" if account.has_broker_password else "none stored"),
         ("webhook", "subscribed" if store.run(alerts.thd_has_webhook, account.id) else "none"),
         ("revoked", plain(account.revoked)),
@@ -383,6 +384,25 @@ def cmd_account_show(args, store) -> int:
     else:
         print("live trades: none")
     return 0
+
+
+def _broker_name(store, url) -> str:
+    """What the server's logs, /health and /metrics call the account's broker."""
+    from tradebot import serverkeys
+    from tradebot.broker import BrokerURL
+
+    if url is None:
+        return "the server's broker (paper, or its own name)"
+    parsed = BrokerURL.parse(url)
+    if parsed.scheme not in ("mt5", "mt5linux"):
+        return parsed.scheme
+    from tradebot.mt5.backend import settings_from_url, terminal_identity
+
+    try:
+        settings = settings_from_url(parsed)
+    except ValueError as e:
+        return f"(its URL is refused: {e})"
+    return settings["name"] or serverkeys.broker_name(terminal_identity(settings), serverkeys.broker_name_key(store))
 
 
 PLAN_EVENT_HEADERS = ("time (UTC)", "event", "phase", "step", "balance", "equity", "detail")
@@ -493,6 +513,19 @@ def cmd_account_reencrypt(args, store) -> int:
         f"{len(names)} stored broker password(s) encrypted again under the first key "
         f"of ${credentials.KEY_ENV}" + (f": {', '.join(names)}" if names else "")
     )
+    return 0
+
+
+def cmd_admin_token(args, store) -> int:
+    """Make a new admin token, keep its hash (the old token stops working)
+    and print it, alone on the last line."""
+    from tradebot import serverkeys
+
+    token = new_token()
+    store.run(serverkeys.thd_set_admin_token, token, time.time())
+    print("a new admin token (shown once, only its hash is stored; the previous one no longer works).")
+    print("Send it as 'Authorization: Bearer TOKEN' to /metrics and /health on the server's port:")
+    print(token)
     return 0
 
 
@@ -771,6 +804,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "secret-key", help=f"print a new key for ${credentials.KEY_ENV} (encrypts stored broker passwords)"
     )
+    commands.add_parser(
+        "admin-token",
+        help="make a new admin token (replacing the old), for /health details and /metrics on the public port",
+    )
 
     watch_ = commands.add_parser("watch", help="print the messages of a websocket URL")
     watch_.add_argument("url")
@@ -890,6 +927,7 @@ _COMMANDS = {
     ("account", "reencrypt"): cmd_account_reencrypt,
     ("trades", None): cmd_trades,
     ("demo", None): cmd_demo,
+    ("admin-token", None): cmd_admin_token,
 }
 
 

@@ -14,7 +14,7 @@ trades) are read at scrape time from the objects that hold them.
 | ``tradebot_open_trades`` | gauge | |
 | ``tradebot_trades_total`` | counter | ``result``: profit, loss, refused, cancelled |
 | ``tradebot_messages_sent_total`` | counter | |
-| ``tradebot_broker_call_seconds`` | histogram | ``broker`` (URL without secrets), ``call`` |
+| ``tradebot_broker_call_seconds`` | histogram | ``broker`` (its opaque name), ``call`` |
 | ``tradebot_loop_lag_seconds`` | histogram | |
 | ``tradebot_database_errors_total`` | counter | ``kind``: retried, failed |
 | ``tradebot_broker_available`` | gauge | ``broker`` |
@@ -102,9 +102,9 @@ class Metrics:
 
         def refresh():
             for backend in backends.backends:
-                if backend.url not in known:
-                    known.add(backend.url)
-                    collector.labels(broker=backend.url).set_function(_collect(backend))
+                if backend.name not in known:
+                    known.add(backend.name)
+                    collector.labels(broker=backend.name).set_function(_collect(backend))
 
         self._refresh_brokers = refresh
         refresh()

@@ -761,6 +761,11 @@ class PaperBackend(BrokerBackend):
     """The paper broker a ``paper://`` URL names: one market, many accounts."""
 
     _log = Logger()
+    name = "paper"
+
+    def description(self) -> str:
+        """The paper URL: its seed, speed, balance and leverage are no secret."""
+        return self.url
 
     def __init__(self, store=None, reactor=None, seed=7, speed=1.0, balance=Decimal(10000), leverage=100, market=None):
         if reactor is None:

@@ -186,3 +186,13 @@ plan_events = sa.Table(
     sa.Column("detail", sa.String(500), nullable=False),
     sa.Index("ix_plan_events_account", "account_id", "id"),
 )
+
+# Values the server keeps for itself, by name (`tradebot.serverkeys`): the hash
+# of the operator's admin token, and the key broker names are derived with.
+server_settings = sa.Table(
+    "server_settings",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(500), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)

@@ -14,7 +14,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tradebot import failpoints
+from tradebot import failpoints, serverkeys
 from tradebot.alerts import DEFAULT_TTL, AlertQueue
 from tradebot.broker import backend_from_url, check_url
 from tradebot.limits import Limits, parse_addresses
@@ -26,7 +26,7 @@ from tradebot.plan import PlanError, load_plan
 from tradebot.protocol import PremiumFactory
 from tradebot.store import DEFAULT_DB_URL, Store
 from tradebot.strategies import DEFAULT_STRATEGY, shown_strategy, strategy_from_name
-from tradebot.web import HealthResource, make_admin_site, make_site
+from tradebot.web import HealthCheck, make_admin_site, make_site
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -239,14 +239,15 @@ class TradebotService(MultiService):
         self.factory.sessions = self.sessions
         self.metrics.watch(lambda: len(self.factory.connections), self.sessions)
         self.metrics.watch_brokers(self.backends)
-        health = HealthResource(self.store, self.backends, reactor)
+        health = HealthCheck(self.store, self.backends, reactor)
         self.endpoint = endpoints.serverFromString(reactor, config["port"])
+        # on the public port, /health tells the status alone and /metrics is
+        # refused, but to the operator's admin token
+        self.site = make_site(self.factory, health=health, metrics=self.metrics, store=self.store, alerts=self.alerts)
         if config.get("admin-port"):
-            self.site = make_site(self.factory, store=self.store, alerts=self.alerts)
             self.admin_endpoint = endpoints.serverFromString(reactor, config["admin-port"])
             self.admin_site = make_admin_site(health, self.metrics, head_timeout=config["handshake-timeout"])
         else:
-            self.site = make_site(self.factory, health=health, metrics=self.metrics, store=self.store, alerts=self.alerts)
             self.admin_endpoint = self.admin_site = None
         self.admin_port = None
         self.port = None
@@ -268,6 +269,7 @@ class TradebotService(MultiService):
             )
         await self.store.start()
         await self.alerts.start()
+        self.backends.name_key = await serverkeys.broker_name_key(self.store)
         await self.backends.start(await self.store.accounts_with_own_broker())
         self.sessions.setServiceParent(self)
         await self.sessions.ready
@@ -282,7 +284,7 @@ class TradebotService(MultiService):
             "signals every {signal}s, reports every {monitor}s",
             port=self.config["port"],
             address=_address(port),
-            broker=self.backend.url,
+            broker=self.backend.description(),
             strategy=shown_strategy(self.config["strategy"]),
             signal=self.config["signal-interval"],
             monitor=self.config["monitor-interval"],

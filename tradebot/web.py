@@ -1,8 +1,11 @@
 """
 The HTTP side: one `Site` whose resource tree carries the websocket at
-``/ws/check/premium/``, the webhook ``/webhook/<secret>`` and, unless they
-have an admin port of their own, ``/health`` and ``/metrics``; every other
-path is 404. Access lines are logged without query strings and without a
+``/ws/check/premium/``, the webhook ``/webhook/<secret>``, ``/health`` and
+``/metrics``; every other path is 404. On this public port ``/health``
+answers only the overall status (for a load balancer) and ``/metrics`` is
+refused (401), unless the request carries the operator's admin token
+(``Authorization: Bearer TOKEN``, `tradebot.serverkeys`); the admin port
+(`make_admin_site`) serves both whole, to anyone who can reach it. Access lines are logged without query strings and without a
 webhook's secret, so neither a token nor a secret reaches a log. A client must
 send each request's line and headers (a websocket's opening handshake) within
 a deadline.
@@ -22,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from tradebot.alerts import UnknownWebhook
 from tradebot.metrics import CONTENT_TYPE_LATEST
+from tradebot.serverkeys import thd_admin_token_hash
 from tradebot.signaljson import MAX_BODY, BadSignal
 from tradebot.tokens import hash_token, token_matches
 
@@ -134,41 +138,51 @@ class _PremiumResource(WebSocketResource):
         return super().render(request)
 
 
-class HealthResource(Resource):
-    """``GET /health``: 200 and ``{"status": "ok", ...}`` when the database
-    answers within `HEALTH_TIMEOUT` seconds and takes writes, every broker can
-    trade and no account is locked out of its broker (its stored password
-    cannot be decrypted); 503 and the reasons otherwise."""
+class AdminAuth:
+    """Whether a request carries the operator's admin token (``Authorization:
+    Bearer TOKEN``, made by ``tradebot admin-token``), checked against the
+    hash the store keeps, in constant time."""
 
-    isLeaf = True
-    _log = Logger()
+    def __init__(self, store=None):
+        self.store = store  # None: no token is the admin token
+
+    @staticmethod
+    def presented(request) -> Optional[str]:
+        """The bearer token of `request`, or None."""
+        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else None
+
+    async def allows(self, token: Optional[str]) -> bool:
+        """True if `token` is the admin token."""
+        if token is None or self.store is None:
+            return False
+        stored = await self.store.run(thd_admin_token_hash)
+        return token_matches(token, stored)
+
+
+def _deny_admin(request) -> bytes:
+    request.setResponseCode(401)
+    request.setHeader(b"www-authenticate", b'Bearer realm="tradebot admin"')
+    request.setHeader(b"content-type", b"application/json")
+    return b'{"error": "the admin token is needed: Authorization: Bearer TOKEN (tradebot admin-token)"}'
+
+
+class HealthCheck:
+    """The server's health: the database answers within `HEALTH_TIMEOUT`
+    seconds and takes writes, every broker can trade, and no account is
+    locked out of its broker (its stored password cannot be decrypted).
+    Brokers are named by their opaque names (`tradebot.serverkeys`)."""
 
     def __init__(self, store, backends, clock):
-        super().__init__()
         self.store = store
         self.backends = backends
         self.clock = clock
 
-    def render_GET(self, request):
-        d = defer.ensureDeferred(self._check())
-
-        def _answer(report):
-            problems = report["problems"]
-            request.setResponseCode(503 if problems else 200)
-            request.setHeader(b"content-type", b"application/json")
-            request.setHeader(b"cache-control", b"no-store")
-            body = {"status": "unavailable" if problems else "ok", **report["parts"]}
-            if problems:
-                body["reasons"] = problems
-            if not request.finished and not request._disconnected:
-                request.write(json.dumps(body).encode())
-                request.finish()
-
-        d.addCallback(_answer)
-        d.addErrback(lambda f: self._log.failure("health check failed", f))
-        return NOT_DONE_YET
-
-    async def _check(self) -> dict:
+    async def report(self) -> dict:
+        """``{"parts": {...}, "problems": [...]}``: each part's state, and a
+        line for each problem (none: healthy)."""
         parts, problems = {}, []
         try:
             await self.store.ping().addTimeout(HEALTH_TIMEOUT, self.clock)
@@ -185,10 +199,10 @@ class HealthResource(Resource):
         brokers = {}
         for backend in self.backends.backends:
             if getattr(backend, "available", True):
-                brokers[backend.url] = "ok"
+                brokers[backend.name] = "ok"
             else:
-                brokers[backend.url] = getattr(backend, "down_reason", "unavailable")
-                problems.append(f"broker {backend.url}: {brokers[backend.url]}")
+                brokers[backend.name] = getattr(backend, "down_reason", "unavailable")
+                problems.append(f"broker {backend.name}: {brokers[backend.name]}")
         parts["brokers"] = brokers
         locked = dict(getattr(self.backends, "locked_accounts", {}))
         if locked:
@@ -197,23 +211,103 @@ class HealthResource(Resource):
         return {"parts": parts, "problems": problems}
 
 
+class HealthResource(Resource):
+    """``GET /health``: 200 and ``{"status": "ok", ...}`` when the
+    `HealthCheck` finds nothing wrong, 503 and the reasons otherwise.
+
+    Given `admin` (an `AdminAuth`: the public port), the details and reasons
+    go only to a request bearing the admin token; anyone else gets the status
+    alone, ``{"status": "ok"}`` or ``{"status": "unavailable"}``, with the
+    same code. `guard` (a `SecretGuard`) counts a wrong token as a failed
+    attempt."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, check: HealthCheck, admin: Optional[AdminAuth] = None, guard=None):
+        super().__init__()
+        self.check = check
+        self.admin = admin
+        self.guard = guard
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        d = defer.ensureDeferred(self._answer(request))
+        d.addErrback(lambda f: self._log.failure("health check failed", f))
+        return NOT_DONE_YET
+
+    async def _answer(self, request):
+        detailed = True
+        if self.admin is not None:
+            token = AdminAuth.presented(request)
+            try:
+                allowed = defer.ensureDeferred(self.admin.allows(token))
+                detailed = await allowed.addTimeout(HEALTH_TIMEOUT, self.check.clock)
+            except Exception:  # the database is down: the report will say so
+                detailed = False
+            if token is not None and not detailed and self.guard is not None:
+                await self.guard.failed(request)  # a wrong token is a failed attempt
+        report = await self.check.report()
+        problems = report["problems"]
+        request.setResponseCode(503 if problems else 200)
+        body = {"status": "unavailable" if problems else "ok"}
+        if detailed:
+            body.update(report["parts"])
+            if problems:
+                body["reasons"] = problems
+        if not request.finished and not request._disconnected:
+            request.write(json.dumps(body).encode())
+            request.finish()
+
+
 def _one_line(error: Exception) -> str:
     text = str(getattr(error, "orig", None) or error).strip() or type(error).__name__
     return text.splitlines()[0][:200]
 
 
 class MetricsResource(Resource):
-    """``GET /metrics``: every metric in Prometheus's text format."""
+    """``GET /metrics``: every metric in Prometheus's text format. Given
+    `admin` (an `AdminAuth`: the public port), only to a request bearing the
+    admin token; 401 otherwise."""
 
     isLeaf = True
+    _log = Logger()
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, admin: Optional[AdminAuth] = None, guard=None):
         super().__init__()
         self.metrics = metrics
+        self.admin = admin
+        self.guard = guard
 
     def render_GET(self, request):
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
-        return self.metrics.render()
+        request.setHeader(b"cache-control", b"no-store")
+        if self.admin is None:
+            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+            return self.metrics.render()
+        d = defer.ensureDeferred(self._answer(request))
+        d.addErrback(lambda f: self._log.failure("a metrics request failed", f))
+        return NOT_DONE_YET
+
+    async def _answer(self, request):
+        token = AdminAuth.presented(request)
+        try:
+            allowed = await self.admin.allows(token)
+        except Exception:
+            self._log.failure("the admin token could not be checked")
+            request.setResponseCode(503)
+            body = b'{"error": "unavailable"}'
+        else:
+            if allowed:
+                request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+                body = self.metrics.render()
+            else:
+                if token is not None and self.guard is not None:
+                    await self.guard.failed(request)
+                body = _deny_admin(request)
+        if not request.finished and not request._disconnected:
+            request.write(body)
+            request.finish()
 
 
 #: The dashboard's files: served name -> (package file, content type).
@@ -251,7 +345,7 @@ class _StaticFile(Resource):
         return self.body
 
 
-class _SecretGuard:
+class SecretGuard:
     """What a resource taking a secret (an API token, a webhook secret) does
     with the gatekeeper of the websocket: an address locked out after failing
     too often is refused (429) before its secret is even looked at, and each
@@ -303,7 +397,7 @@ class TradesResource(Resource):
     def __init__(self, store, gatekeeper=None, clock=None):
         super().__init__()
         self.store = store
-        self.guard = _SecretGuard(gatekeeper, clock)
+        self.guard = SecretGuard(gatekeeper, clock)
 
     def render_GET(self, request):
         request.setHeader(b"cache-control", b"no-store")
@@ -387,7 +481,7 @@ class WebhookResource(Resource):
     def __init__(self, alerts, gatekeeper=None, clock=None):
         super().__init__()
         self.alerts = alerts
-        self.guard = _SecretGuard(gatekeeper, clock)
+        self.guard = SecretGuard(gatekeeper, clock)
 
     def render(self, request):
         request.setHeader(b"content-type", b"application/json")
@@ -468,9 +562,10 @@ def _trade_json(trade) -> dict:
 
 def make_site(websocket_factory, health=None, metrics=None, store=None, alerts=None) -> Site:
     """The server's Site: the premium websocket, with or without its trailing
-    slash, `health` at /health and `metrics` at /metrics when given, the
-    dashboard at / with its files under /static/ and, given the `store`, its
-    API at /api/trades, and given `alerts` (an `AlertQueue`) the webhook at
+    slash, `health` at /health and `metrics` at /metrics when given (guarded
+    by the admin token: make them with an `AdminAuth`), the dashboard at /
+    with its files under /static/ and, given the `store`, its API at
+    /api/trades, and given `alerts` (an `AlertQueue`) the webhook at
     /webhook/<secret>; 404 elsewhere. A request head must come within the
     websocket's opening handshake timeout."""
     root = _Branch()
@@ -490,19 +585,19 @@ def make_site(websocket_factory, health=None, metrics=None, store=None, alerts=N
     root.putChild(b"ws", ws)
     ws.putChild(b"check", check)
     check.putChild(b"premium", _PremiumResource(websocket_factory))
-    _add_admin(root, health, metrics)
+    admin = AdminAuth(store)
+    guard = SecretGuard(websocket_factory.gatekeeper, websocket_factory.clock)
+    if health is not None:
+        root.putChild(b"health", HealthResource(health, admin=admin, guard=guard))
+    if metrics is not None:
+        root.putChild(b"metrics", MetricsResource(metrics, admin=admin, guard=guard))
     return RedactingSite(root, head_timeout=websocket_factory.openHandshakeTimeout)
 
 
-def make_admin_site(health, metrics, head_timeout: float = REQUEST_HEAD_TIMEOUT) -> Site:
-    """A Site of its own for /health and /metrics (the admin port)."""
+def make_admin_site(health: HealthCheck, metrics, head_timeout: float = REQUEST_HEAD_TIMEOUT) -> Site:
+    """A Site of its own for /health and /metrics (the admin port): both
+    whole, with no token asked (bind it where only the operator reaches)."""
     root = _Branch()
-    _add_admin(root, health, metrics)
+    root.putChild(b"health", HealthResource(health))
+    root.putChild(b"metrics", MetricsResource(metrics))
     return RedactingSite(root, head_timeout=head_timeout)
-
-
-def _add_admin(root, health, metrics) -> None:
-    if health is not None:
-        root.putChild(b"health", health)
-    if metrics is not None:
-        root.putChild(b"metrics", MetricsResource(metrics))

@@ -29,6 +29,7 @@ account trading through it gets an `MT5Broker`, told apart by its magic number
 """
 
 import os
+import re
 import sys
 import time
 import zlib
@@ -186,6 +187,9 @@ class MT5Backend(BrokerBackend):
 
     #: What terminal this is, however its URL is written.
     identity = ""
+    #: The name it is given in its URL (``name=``), if any.
+    given_name: Optional[str] = None
+    _name: Optional[str] = None
     #: The server's `tradebot.metrics.Metrics`, when it keeps them.
     metrics = None
 
@@ -281,6 +285,19 @@ class MT5Backend(BrokerBackend):
             self._reconnect_call.cancel()
         return self.link.stop()
 
+    @property
+    def name(self) -> str:
+        """What logs, /health and /metrics call this terminal: its URL's
+        ``name=``, else the opaque name `tradebot.backends.Backends` gives it
+        (``mt5-`` and 8 hex digits), never its login, server or path."""
+        return self.given_name or self._name or "mt5"
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+        if hasattr(self.link, "label"):
+            self.link.label = self.name
+
     def use_password(self, password: str) -> bool:
         """Log in with `password` rather than the environment's from the next
         login on; False, keeping the first, if another was given before."""
@@ -314,7 +331,7 @@ class MT5Backend(BrokerBackend):
             await self._initialise()
         except Exception as e:
             reason = e.reason if isinstance(e, OrderRefused) else str(e)
-            self._log.warn("mt5 {url}: cannot connect to the terminal: {reason}", url=self.url, reason=reason)
+            self._log.warn("mt5 {broker}: cannot connect to the terminal: {reason}", broker=self.name, reason=reason)
             self._set_state(False, reason)
             self._schedule_reconnect()
             return
@@ -336,9 +353,8 @@ class MT5Backend(BrokerBackend):
             password = self._password or os.environ.get(f"{PASSWORD_ENV}_{self.login}") or os.environ.get(PASSWORD_ENV)
             if not password:
                 raise BrokerError(
-                    f"the terminal is not logged in to account {self.login} "
-                    f"and no password is set (stored with the account, ${PASSWORD_ENV}_{self.login} "
-                    f"or ${PASSWORD_ENV})"
+                    "the terminal is not logged in to the URL's login and no password is set "
+                    f"(stored with the account, ${PASSWORD_ENV}_<login> or ${PASSWORD_ENV})"
                 )
             login_kwargs = {"password": password, "timeout": self.init_timeout_ms}
             if self.server:
@@ -350,14 +366,12 @@ class MT5Backend(BrokerBackend):
         self._symbols.clear()
         self._filling.clear()
         self._log.info(
-            "mt5 {url}: connected to account {login} on {server} ({mode} account)",
-            url=self.url,
-            login=account["login"],
-            server=account.get("server", "?"),
+            "mt5 {broker}: connected to its account ({mode} account)",
+            broker=self.name,
             mode="hedging" if self.hedging else "netting",
         )
         if not account.get("trade_expert", True):
-            self._log.warn("mt5 {url}: the broker does not allow expert trading on this account", url=self.url)
+            self._log.warn("mt5 {broker}: the broker does not allow expert trading on this account", broker=self.name)
         self._set_state(True, _trading_problem(terminal))
 
     def _set_state(self, terminal_up: bool, problem: Optional[str]) -> None:
@@ -371,9 +385,9 @@ class MT5Backend(BrokerBackend):
         if self._announced != self.available:
             self._announced = self.available
             if self.available:
-                self._log.info("mt5 {url}: broker available", url=self.url)
+                self._log.info("mt5 {broker}: broker available", broker=self.name)
             else:
-                self._log.warn("mt5 {url}: broker unavailable: {reason}", url=self.url, reason=reason)
+                self._log.warn("mt5 {broker}: broker unavailable: {reason}", broker=self.name, reason=reason)
             for watcher in list(self._watchers):
                 try:
                     watcher(self.available, "" if self.available else reason)
@@ -423,7 +437,7 @@ class MT5Backend(BrokerBackend):
             raise
         finally:
             if self.metrics is not None:
-                self.metrics.broker_calls.labels(broker=self.url, call=name).observe(time.monotonic() - started)
+                self.metrics.broker_calls.labels(broker=self.name, call=name).observe(time.monotonic() - started)
         if "raised" in answer:
             raise TerminalError(name, None, answer["raised"])
         error = answer.get("error")
@@ -505,7 +519,7 @@ class MT5Backend(BrokerBackend):
         offset = round(difference / 1800.0) * 1800.0
         if abs(difference - offset) <= OFFSET_TOLERANCE:
             if self.offset is not None and offset != self.offset:
-                self._log.info("mt5 {url}: server time offset now {h:+g} h", url=self.url, h=offset / 3600)
+                self._log.info("mt5 {broker}: server time offset now {h:+g} h", broker=self.name, h=offset / 3600)
             self.offset = offset
 
     async def _to_utc(self, server_time: float, symbol: str, required: bool = True) -> float:
@@ -726,8 +740,8 @@ class MT5Backend(BrokerBackend):
     async def _after_unknown(self, request: OrderRequest, magic: int, why: str) -> Position:
         """The order's answer was lost: find it, or leave it to a later look."""
         self._log.warn(
-            "mt5 {url}: order {comment} has an unknown outcome ({why}); looking it up",
-            url=self.url,
+            "mt5 {broker}: order {comment} has an unknown outcome ({why}); looking it up",
+            broker=self.name,
             comment=request.comment,
             why=why,
         )
@@ -954,7 +968,11 @@ def _number(params: dict, key: str, kind, default, meaning: str):
     return value
 
 
-KNOWN_PARAMS = {"path", "login", "server", "deviation", "magic", "timeout", "call_timeout", "heartbeat", "python"}
+KNOWN_PARAMS = {
+    "path", "login", "server", "deviation", "magic", "timeout", "call_timeout", "heartbeat", "python", "name",
+}
+#: What a ``name=`` may hold: it shows in logs and metric labels.
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
 def settings_from_url(url: BrokerURL) -> dict:
@@ -965,7 +983,8 @@ def settings_from_url(url: BrokerURL) -> dict:
     ``deviation`` (points, default 20), ``magic`` (default 234000),
     ``timeout`` (initialize/login, seconds), ``call_timeout`` (seconds before a
     silent call counts as hung, default 75), ``heartbeat`` (seconds), ``python``
-    (the worker's interpreter, ``mt5://`` only). A ``password`` parameter is
+    (the worker's interpreter, ``mt5://`` only), ``name`` (what logs and
+    metrics call the terminal: letters, digits, ``_.-``, up to 40). A ``password`` parameter is
     refused: it is stored with the account, encrypted, or comes from
     ``$TRADEBOT_MT5_PASSWORD``."""
     params = url.params
@@ -985,8 +1004,12 @@ def settings_from_url(url: BrokerURL) -> dict:
         host, port = host or "127.0.0.1", int(port_text or 18812)
     elif url.netloc:
         raise ValueError("mt5 broker: the terminal is named by ?path=, not by a host")
+    name = params.get("name")
+    if name is not None and not _NAME.fullmatch(name):
+        raise ValueError(f"mt5 broker: name must be 1 to 40 letters, digits, '_', '.' or '-', not {name!r}")
     query = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
     return {
+        "name": name,
         "url": f"{url.scheme}://{url.netloc}" + (f"?{query}" if query else ""),
         "scheme": url.scheme,
         "host": host,
@@ -1029,8 +1052,14 @@ def backend_from_url(url: BrokerURL, reactor=None, link=None) -> MT5Backend:
         init_timeout_ms=settings["init_timeout_ms"],
         heartbeat=settings["heartbeat"],
     )
-    if settings["scheme"] == "mt5linux":
-        backend.identity = f"mt5linux://{settings['host']}:{settings['port']}"
-    else:
-        backend.identity = "mt5://" + (settings["path"] or "").replace("/", "\\").lower()
+    backend.given_name = settings["name"]
+    backend.identity = terminal_identity(settings)
     return backend
+
+
+def terminal_identity(settings: dict) -> str:
+    """What terminal the URL `settings` (`settings_from_url`) name, however
+    the URL is written: its bridge's address, or its path."""
+    if settings["scheme"] == "mt5linux":
+        return f"mt5linux://{settings['host']}:{settings['port']}"
+    return "mt5://" + (settings["path"] or "").replace("/", "\\").lower()
