@@ -775,3 +775,31 @@ def test_show_prints_the_plan_state_headroom_and_history(run, store):
     assert "target:          10710.00" in lines
     event = next(l for l in lines if "daily_breach" in l)
     assert event.split()[:8] == ["2026-03-02", "11:00:00", "daily_breach", "2", "3", "9700.00", "9499.50", "equity"]
+
+
+def test_admin_token_prints_a_new_token_keeps_only_its_hash_and_replaces_the_last(run, store):
+    from tradebot import serverkeys
+
+    code, out, _ = run("admin-token")
+    first = out.strip().splitlines()[-1]
+    assert code == 0 and len(first) >= 32
+    assert store.run(serverkeys.thd_admin_token_hash) == hash_token(first)
+    code, out, _ = run("admin-token")
+    second = out.strip().splitlines()[-1]
+    assert second != first and store.run(serverkeys.thd_admin_token_hash) == hash_token(second)
+    with store.engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT value FROM server_settings")).scalars().all()
+    assert first not in kept and second not in kept
+
+
+def test_account_show_names_the_accounts_broker_as_the_server_does(run, store):
+    from tradebot import serverkeys
+
+    url = "mt5://?path=C:\\MT5\\terminal64.exe&login=51234567&server=Broker-Demo"
+    assert run("account", "add", "mia", "--symbols", "EURUSD", "--broker-url", url)[0] == 0
+    code, out, _ = run("account", "show", "mia")
+    [name] = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("broker name:")]
+    key = serverkeys.broker_name_key(store)
+    assert name == serverkeys.broker_name("mt5://c:\\mt5\\terminal64.exe", key)
+    assert run("account", "set", "mia", "--broker-url", url + "&name=ftmo-1")[0] == 0
+    assert "broker name:     ftmo-1" in run("account", "show", "mia")[1]
