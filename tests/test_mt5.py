@@ -144,7 +144,8 @@ def test_a_login_without_a_password_says_where_the_password_comes_from(monkeypat
     monkeypatch.delenv("TRADEBOT_MT5_PASSWORD", raising=False)
     harness = Harness(backend_options={"login": 999})
     assert not harness.backend.available
-    assert "TRADEBOT_MT5_PASSWORD_999" in harness.backend.down_reason
+    assert "TRADEBOT_MT5_PASSWORD_<login>" in harness.backend.down_reason
+    assert "999" not in harness.backend.down_reason  # logged and shown: never the login itself
 
 
 def test_algo_trading_off_is_said_at_connection_and_orders_are_refused_readably():

@@ -78,6 +78,15 @@ class OutcomeUnknown(BrokerUnavailable):
     session looks it up again later. It is never resent."""
 
 
+class _Lost(Exception):
+    """A deal's outcome is unknown: its answer was lost, or the trade server
+    said it may have gone through. `why` says which."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
 class TerminalError(BrokerError):
     """An API call failed and ``last_error()`` said why."""
 
@@ -592,17 +601,15 @@ class MT5Backend(BrokerBackend):
         if not self.hedging:
             await self._check_netting(request.symbol)
         order_type = codes.ORDER_TYPE_BUY if request.side == BUY else codes.ORDER_TYPE_SELL
-        retcode, comment = None, ""
-        for attempt in range(ORDER_ATTEMPTS):
-            tick = await self._raw_tick(request.symbol)
-            price = spec.round_price(tick["ask"] if request.side == BUY else tick["bid"])
+
+        def order(tick: dict) -> dict:
             stop_loss, take_profit = _stops_for(spec, info, request, tick)
-            order = {
+            return {
                 "action": codes.TRADE_ACTION_DEAL,
                 "symbol": request.symbol,
                 "volume": float(request.volume),
                 "type": order_type,
-                "price": float(price),
+                "price": float(spec.round_price(tick["ask"] if request.side == BUY else tick["bid"])),
                 "sl": float(stop_loss),
                 "tp": float(take_profit),
                 "deviation": int(self.deviation),
@@ -610,29 +617,12 @@ class MT5Backend(BrokerBackend):
                 "comment": request.comment,
                 "type_time": codes.ORDER_TIME_GTC,
             }
-            order["type_filling"] = await self._filling_for(request.symbol, info, order)
-            try:
-                result = await self._raw("order_send", order)
-            except TerminalError as e:
-                if e.code in codes.NOT_SENT_REASONS:  # refused before it left the terminal
-                    raise OrderRefused(f"{codes.NOT_SENT_REASONS[e.code]}: {e.message}", e.code)
-                return await self._after_unknown(request, magic, f"order_send failed: {e}")
-            except BrokerUnavailable as e:
-                return await self._after_unknown(request, magic, str(e))
-            retcode, comment = result["retcode"], result.get("comment", "")
-            if retcode in codes.FILLED:
-                return await self._filled(request, magic, result)
-            if retcode in codes.OUTCOME_UNKNOWN:
-                return await self._after_unknown(request, magic, codes.refusal_reason(retcode, comment))
-            if retcode in codes.RETRY_WITH_NEW_PRICE:
-                continue
-            if retcode == codes.TOO_MANY_REQUESTS:
-                await task.deferLater(self.reactor, 2.0**attempt, lambda: None)
-                continue
-            if retcode == codes.INVALID_FILL:
-                self._filling.pop(request.symbol, None)
-            raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
-        raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
+
+        try:
+            result = await self._send_deal(request.symbol, info, order)
+        except _Lost as lost:
+            return await self._after_unknown(request, magic, lost.why)
+        return await self._filled(request, magic, result)
 
     async def close_position(self, identifier: int, magic: int) -> ClosedPosition:
         """Close this magic's whole open position `identifier` with an
@@ -648,10 +638,9 @@ class MT5Backend(BrokerBackend):
         symbol = raw["symbol"]
         spec, info = await self._symbol(symbol)
         closing_buy = raw["type"] == codes.ORDER_TYPE_BUY
-        retcode, comment = None, ""
-        for attempt in range(ORDER_ATTEMPTS):
-            tick = await self._raw_tick(symbol)
-            order = {
+
+        def order(tick: dict) -> dict:
+            return {
                 "action": codes.TRADE_ACTION_DEAL,
                 "symbol": symbol,
                 "volume": float(raw["volume"]),
@@ -663,23 +652,42 @@ class MT5Backend(BrokerBackend):
                 "comment": raw.get("comment", ""),
                 "type_time": codes.ORDER_TIME_GTC,
             }
-            order["type_filling"] = await self._filling_for(symbol, info, order)
+
+        try:
+            await self._send_deal(symbol, info, order)
+        except _Lost as lost:
+            raise OutcomeUnknown(f"closing position {identifier}: {lost.why}")
+        closed = await self.closed_position(identifier, magic)
+        if closed is None:
+            raise OutcomeUnknown(f"position {identifier} closed but its deals are not in the history yet")
+        return closed
+
+    async def _send_deal(self, symbol: str, info: dict, order: Callable[[dict], dict]) -> dict:
+        """Send the market deal ``order(tick)`` makes from a fresh tick, with
+        the symbol's filling mode; the trade server's result once it filled.
+        A requote or a moved price is tried again with a new price, and "too
+        many requests" after a doubling pause, `ORDER_ATTEMPTS` times in all.
+        Raises `OrderRefused` when the server refused it (or the terminal
+        refused to send it), and `_Lost` when its outcome is unknown (the
+        answer was lost, or the server says it may have gone through): never
+        sent again then."""
+        retcode, comment = None, ""
+        for attempt in range(ORDER_ATTEMPTS):
+            deal = order(await self._raw_tick(symbol))
+            deal["type_filling"] = await self._filling_for(symbol, info, deal)
             try:
-                result = await self._raw("order_send", order)
+                result = await self._raw("order_send", deal)
             except TerminalError as e:
-                if e.code in codes.NOT_SENT_REASONS:
+                if e.code in codes.NOT_SENT_REASONS:  # refused before it left the terminal
                     raise OrderRefused(f"{codes.NOT_SENT_REASONS[e.code]}: {e.message}", e.code)
-                raise OutcomeUnknown(f"closing position {identifier}: order_send failed: {e}")
+                raise _Lost(f"order_send failed: {e}")
             except BrokerUnavailable as e:
-                raise OutcomeUnknown(f"closing position {identifier}: {e}")
+                raise _Lost(str(e))
             retcode, comment = result["retcode"], result.get("comment", "")
             if retcode in codes.FILLED:
-                closed = await self.closed_position(identifier, magic)
-                if closed is None:
-                    raise OutcomeUnknown(f"position {identifier} closed but its deals are not in the history yet")
-                return closed
+                return result
             if retcode in codes.OUTCOME_UNKNOWN:
-                raise OutcomeUnknown(f"closing position {identifier}: {codes.refusal_reason(retcode, comment)}")
+                raise _Lost(codes.refusal_reason(retcode, comment))
             if retcode in codes.RETRY_WITH_NEW_PRICE:
                 continue
             if retcode == codes.TOO_MANY_REQUESTS:
