@@ -266,6 +266,59 @@ def test_an_alert_whose_taking_failed_is_tried_again_not_lost(inline_store, logg
     assert rig.statuses() == [("XAUUSD", BUY, alerts.TAKEN)]
 
 
+def fail_once(broker, name, error):
+    """Make the broker's method `name` fail its next call with `error`."""
+    real = getattr(broker, name)
+
+    def failing(*args, **kwargs):
+        setattr(broker, name, real)
+        return defer.fail(error)
+
+    setattr(broker, name, failing)
+
+
+def test_an_alert_whose_sizing_meets_an_unavailable_broker_is_queued_again_and_trades_next(inline_store):
+    from tradebot.broker import BrokerUnavailable
+
+    rig = Rig(inline_store)
+    client = rig.stream()
+    rig.alert(symbol="XAUUSD", action="buy", sl_distance=5, tp_distance=10)
+    fail_once(rig.broker, "calc_profit", BrokerUnavailable("the terminal did not answer"))
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert messages.trade_not_placed("XAUUSD", "the terminal did not answer") in client.take()
+    assert rig.broker.orders == [] and rig.statuses() == [("XAUUSD", BUY, alerts.QUEUED)]
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert messages.trade_placed("XAUUSD") in client.take()
+    assert [o.side for o in rig.broker.orders] == [BUY]
+    assert rig.statuses() == [("XAUUSD", BUY, alerts.TAKEN)]
+
+
+def test_an_alert_whose_order_the_broker_refuses_is_used_up(inline_store):
+    from tradebot.broker import OrderRefused
+
+    rig = Rig(inline_store)
+    client = rig.stream()
+    rig.alert(symbol="XAUUSD", action="buy", sl_distance=5, tp_distance=10)
+    rig.broker.refuse_next = OrderRefused("not enough money", 10019)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert messages.trade_not_placed("XAUUSD", "not enough money") in client.take()
+    rig.clock.advance(SIGNAL_INTERVAL * 2)
+    assert len(rig.broker.orders) == 1  # the refused one: never tried again
+    assert rig.statuses() == [("XAUUSD", BUY, alerts.TAKEN)]
+
+
+def test_an_alert_is_queued_again_only_while_valid_and_not_over_a_newer_one(inline_store):
+    rig = Rig(inline_store)
+    first = rig.alert(symbol="XAUUSD", action="buy").alerts[0]
+    assert result(inline_store.run(alerts.thd_take_alert, first.id, 1.0))
+    newer = rig.alert(symbol="XAUUSD", action="sell").alerts[0]
+    assert not result(inline_store.run(alerts.thd_release_alert, first.id, 2.0))  # a newer one waits
+    assert result(inline_store.run(alerts.thd_take_alert, newer.id, 2.0))
+    assert not result(inline_store.run(alerts.thd_release_alert, newer.id, TTL + 1.0))  # past its validity
+    assert result(inline_store.run(alerts.thd_release_alert, newer.id, 3.0))
+    assert rig.statuses() == [("XAUUSD", BUY, alerts.TAKEN), ("XAUUSD", SELL, alerts.QUEUED)]
+
+
 # -- what is refused, queuing nothing --------------------------------------------------
 
 

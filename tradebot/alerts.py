@@ -15,7 +15,12 @@ broker is available and the symbol has no live trade). It stays valid for
 after that; a newer alert for the same account and symbol replaces it. Alerts
 are stored, so a queued one survives a restart (still within its validity),
 and each is taken at most once: it is marked taken in the database before its
-trade is placed.
+trade is placed. An alert whose trade could not even be tried for a passing
+reason (the broker away while sizing it, the database refusing the trade's
+record, the server stopping) is queued again by `AlertQueue.release`, for the
+next check while it is still valid; one that the plan skips, whose stops are
+refused or whose order the broker refuses is used up, since trying again
+would meet the same answer at a later price.
 """
 
 from decimal import Decimal
@@ -158,6 +163,25 @@ def thd_take_alert(conn, alert_id: int, now: float) -> bool:
     return result.rowcount == 1
 
 
+def thd_release_alert(conn, alert_id: int, now: float) -> bool:
+    """Queue a taken alert again if it is still valid at `now` and no other
+    alert waits for its account and symbol; whether it was."""
+    row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+    if row is None or row.status != TAKEN or row.expires_at <= now:
+        return False
+    newer = conn.execute(
+        sa.select(alerts.c.id).where(
+            alerts.c.account_id == row.account_id, alerts.c.symbol == row.symbol, alerts.c.status == QUEUED
+        )
+    ).first()
+    if newer is not None:
+        return False
+    result = conn.execute(
+        alerts.update().where(alerts.c.id == alert_id, alerts.c.status == TAKEN).values(status=QUEUED, taken_at=None)
+    )
+    return result.rowcount == 1
+
+
 def thd_queued_alerts(conn, now: float) -> List[Alert]:
     """Every alert still queued and valid at `now`; on the way, those past
     their validity are marked expired and old finished ones deleted."""
@@ -190,6 +214,7 @@ class AlertQueue:
         self._clock = clock
         self.ttl = ttl
         self._queued: Dict[Tuple[int, str], Alert] = {}
+        self._taken: Dict[Tuple[int, str], Alert] = {}  # the last taken, until its trade is tried
 
     async def start(self) -> None:
         """Load the alerts still queued and valid (after a restart)."""
@@ -275,8 +300,31 @@ class AlertQueue:
             raise
         if not taken:
             return None
+        self._taken[key] = alert
         self._log.info("alert {alert_id} taken: {side} {symbol}", alert_id=alert.id, side=alert.side, symbol=symbol)
         return signal
+
+    def tried(self, account_id: int, symbol: str) -> None:
+        """The trade of the alert last taken for this account and symbol was
+        tried (placed, or refused for good): it stays used up."""
+        self._taken.pop((account_id, symbol), None)
+
+    async def release(self, account_id: int, symbol: str) -> bool:
+        """Queue again the alert last taken for this account and symbol, whose
+        trade could not be tried for a passing reason, if it is still valid
+        and no newer alert came meanwhile; whether it was."""
+        key = (account_id, symbol)
+        alert = self._taken.pop(key, None)
+        if alert is None or key in self._queued:
+            return False
+        if not await self._store.run(thd_release_alert, alert.id, self._clock.seconds()):
+            return False
+        self._queued.setdefault(key, alert)
+        self._log.info(
+            "alert {alert_id} ({side} {symbol}) queued again: its trade could not be tried",
+            alert_id=alert.id, side=alert.side, symbol=symbol,
+        )
+        return True
 
     def _forget(self, key, alert) -> None:
         if self._queued.get(key) is alert:

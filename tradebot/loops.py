@@ -521,6 +521,7 @@ class AccountSession(Service):
                         signal = await self._alerts.signal(
                             self.account.id, symbol, spec, self._market, self._broker, self._strategy
                         )
+                    from_alert = signal is not None
                     if signal is None:
                         signal = await self._market.signal(self._broker, symbol, spec, self._strategy)
                 except BrokerUnavailable as e:
@@ -532,16 +533,34 @@ class AccountSession(Service):
                 if signal is None:
                     continue
                 self._publish(messages.signal(signal.side, symbol))
-                if await self._place(symbol, spec, signal):
+                placed = await self._place(symbol, spec, signal)
+                if placed is True:
                     busy.add(symbol)
+                if from_alert:
+                    await self._settle_alert(symbol, placed)
             if self.running and self._broker.available:
                 await self._plan_update()  # a new day, a target reached with no signal
         finally:
             self._checking = False
             self._update_loops()
 
-    async def _place(self, symbol, spec, signal) -> bool:
-        """Size, record and send the order for a signal; True if it opened."""
+    async def _settle_alert(self, symbol, placed) -> None:
+        """An alert's trade was tried (`placed` True or False: it is used up)
+        or could not be (`TRY_AGAIN`: it is queued again for the next check)."""
+        if placed is TRY_AGAIN:
+            try:
+                await self._alerts.release(self.account.id, symbol)
+            except Exception:
+                self._log.failure("the alert for {symbol} could not be queued again", symbol=symbol)
+        else:
+            self._alerts.tried(self.account.id, symbol)
+
+    async def _place(self, symbol, spec, signal):
+        """Size, record and send the order for a signal: True if it opened;
+        False if no trade came of it (skipped, refused, or its outcome is
+        being looked up); `TRY_AGAIN` if it could not be tried for a passing
+        reason (the broker away while sizing, the database refusing the
+        trade's record, the session stopping), with no order sent."""
         account = self.account
         try:
             tick = await self._broker.tick(symbol)
@@ -563,11 +582,11 @@ class AccountSession(Service):
         except (BrokerUnavailable, StopsRejected) as e:
             self._log.warn("sizing a {side} trade on {symbol}: {reason}", side=signal.side, symbol=symbol, reason=e)
             self._publish(messages.trade_not_placed(symbol, _reason(e)))
-            return False
+            return TRY_AGAIN if isinstance(e, BrokerUnavailable) else False
         except Exception as e:
             self._log.failure("sizing a {side} trade on {symbol} failed", side=signal.side, symbol=symbol)
             self._publish(messages.trade_not_placed(symbol, _reason(e)))
-            return False
+            return TRY_AGAIN if isinstance(e, DatabaseFault) else False
         if entry.lot is None:
             self._log.info("{side} {symbol} skipped: {reason}", side=signal.side, symbol=symbol, reason=entry.reason)
             self._publish(messages.trade_skipped(symbol, entry.reason))
@@ -577,7 +596,7 @@ class AccountSession(Service):
         lot = entry.lot
 
         if not self.running:
-            return False  # the session stopped while the order was sized: no new order
+            return TRY_AGAIN  # the session stopped while the order was sized: no new order
         try:
             # the plan state the limits were measured from is stored before any order
             await self._plan.lock.acquire()
@@ -591,7 +610,7 @@ class AccountSession(Service):
         except DatabaseFault as e:  # nothing recorded, so no order
             self._log.warn("{side} {symbol} not placed: {error}", side=signal.side, symbol=symbol, error=e)
             self._publish(messages.trade_not_placed(symbol, e.reason))
-            return False
+            return TRY_AGAIN
         self._trades[trade.id] = trade
         self._placing.add(trade.id)
         crash_point("after_intent", trade_id=trade.id)
@@ -929,6 +948,10 @@ class AccountSession(Service):
             except Exception:
                 self._log.failure("storing the result of closed trade {trade_id} failed", trade_id=trade.id)
 
+
+#: What `AccountSession._place` returns when a signal's trade could not be
+#: tried for a passing reason (no order was sent).
+TRY_AGAIN = "try again"
 
 #: Lookups in a row, one per monitor interval, that must find no trace of an
 #: order before its trade is cancelled as never filled.
