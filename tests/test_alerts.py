@@ -340,3 +340,15 @@ def test_a_symbol_the_account_does_not_trade_is_refused(inline_store):
     with pytest.raises(BadSignal, match=r"'GBPUSD' is not traded by this webhook's account \(it trades EURUSD, XAUUSD\)"):
         rig.alert(symbol="GBPUSD", action="buy")
     assert rig.statuses() == []
+
+
+def test_an_alert_whose_stop_is_no_price_is_refused_once_and_the_checks_go_on(inline_store):
+    rig = Rig(inline_store)
+    client = rig.stream()
+    rig.alert(symbol="EURUSD", action="buy", sl_distance="5000", tp_distance="0.01")  # below zero
+    rig.clock.advance(SIGNAL_INTERVAL)
+    [refused] = [m for m in client.take() if m["message"] == messages.TRADE_NOT_PLACED]
+    assert "is not a price" in refused["data"]["error"] and rig.broker.orders == []
+    assert rig.statuses() == [("EURUSD", BUY, alerts.TAKEN)]  # used up: it would be refused again
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert client.take() == checks("EURUSD", "XAUUSD")  # the next check runs as usual

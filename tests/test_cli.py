@@ -560,7 +560,8 @@ def test_demo_creates_then_rotates(run, db_url, store):
     lines = out.splitlines()
     url = f"ws://127.0.0.1:8123/ws/check/premium/?{first}"
     assert f"client URL: {url}" in lines
-    assert f"watch it with: tradebot watch '{url}'" in lines
+    assert "watch it with: tradebot watch   (paste the URL when asked, or set $TRADEBOT_WATCH_URL;" in lines
+    assert not [line for line in lines if first in line and "watch" in line]  # no command line holds the token
     demo = store.account_by_token_hash(hash_token(first))
     assert demo.name == "demo"
     assert demo.symbols == ("XAUUSD", "EURUSD", "GBPUSD", "USDJPY", "BTCUSD")
@@ -684,6 +685,60 @@ def watch_process(*args):
     return getProcessOutputAndValue(
         sys.executable, ["-m", "tradebot", "watch", *args], env=dict(os.environ)
     )
+
+
+@pytest.mark.parametrize("given", ["stdin", "environment"])
+@pytest_twisted.ensureDeferred
+async def test_watch_takes_its_url_from_stdin_or_the_environment_never_argv(fake_server, given):
+    from twisted.internet.utils import getProcessOutputAndValue as run_process
+
+    url = f"{fake_server.base}/ws/check/premium/?{GOOD}"
+    env = dict(os.environ)
+    env.pop("TRADEBOT_WATCH_URL", None)
+    if given == "environment":
+        env["TRADEBOT_WATCH_URL"] = url
+        out, err, code = await run_process(sys.executable, ["-m", "tradebot", "watch", "--count", "1"], env=env)
+    else:
+        process = run_process_with_stdin(["-m", "tradebot", "watch", "-", "--count", "1"], env, url + "\n")
+        out, err, code = await process
+    assert code == 0, err
+    assert json.loads(out.decode().splitlines()[0]) == {"message": "hello"}
+    assert fake_server.received == [{"msg": "ping"}]
+
+
+def run_process_with_stdin(args, env, text):
+    """Deferred[(stdout, stderr, exit code)] of ``python ARGS`` fed `text` on stdin."""
+    from twisted.internet import protocol
+
+    done = defer.Deferred()
+
+    class Collect(protocol.ProcessProtocol):
+        out, err = b"", b""
+
+        def connectionMade(self):
+            self.transport.write(text.encode())
+            self.transport.closeStdin()
+
+        def outReceived(self, data):
+            self.out += data
+
+        def errReceived(self, data):
+            self.err += data
+
+        def processEnded(self, reason):
+            done.callback((self.out, self.err, reason.value.exitCode))
+
+    reactor.spawnProcess(Collect(), sys.executable, [sys.executable, *args], env=env)
+    return done
+
+
+def test_watch_without_any_url_says_where_it_is_taken_from(run, monkeypatch):
+    import io
+
+    monkeypatch.delenv("TRADEBOT_WATCH_URL", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, out, err = run("watch")
+    assert code == 2 and "no URL (give it on standard input or in $TRADEBOT_WATCH_URL)" in err
 
 
 @pytest_twisted.ensureDeferred

@@ -228,14 +228,22 @@ class AlertQueue:
         return self._queued.get((account_id, symbol))
 
     async def receive(self, secret: str, body: bytes) -> Queued:
-        """Queue the alert in `body` for the accounts subscribed to `secret`.
-        Raises `UnknownWebhook` for a secret nobody is subscribed to, and
-        `BadSignal` (queuing nothing) for a body that is not an alert, an
-        action other than buy or sell, or a symbol one of them does not trade."""
+        """Queue the alert in `body` for the accounts subscribed to `secret`
+        (`subscribers`, then `queue_for`)."""
+        return await self.queue_for(await self.subscribers(secret), body)
+
+    async def subscribers(self, secret: str) -> list:
+        """The accounts subscribed to `secret`; `UnknownWebhook` if none is."""
         subscribers = await self._store.run(thd_subscribers, hash_token(secret))
         subscribers = [account for account, stored in subscribers if account is not None and token_matches(secret, stored)]
         if not subscribers:
             raise UnknownWebhook()
+        return subscribers
+
+    async def queue_for(self, subscribers: list, body: bytes) -> Queued:
+        """Queue the alert in `body` for `subscribers` (accounts). Raises
+        `BadSignal` (queuing nothing) for a body that is not an alert, an
+        action other than buy or sell, or a symbol one of them does not trade."""
         obj = parse_object(body)
         symbol = obj.get("symbol")
         if not isinstance(symbol, str) or not symbol.strip():

@@ -566,7 +566,8 @@ def cmd_demo(args, store) -> int:
     url = f"ws://{args.host}:{args.port}/ws/check/premium/?{token}"
     print(intro)
     print(f"client URL: {url}")
-    print(f"watch it with: {PROG} watch '{url}'")
+    print(f"watch it with: {PROG} watch   (paste the URL when asked, or set ${WATCH_URL_ENV};")
+    print("  given as an argument, the token would show in `ps` and in your shell's history)")
     print("its token (shown once, only its hash is stored):")
     print(token)
     return 0
@@ -589,6 +590,28 @@ def _where(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "wss" else 80)
     return f"{parts.hostname}:{port}"
+
+
+#: Where `watch` finds its URL when none is given.
+WATCH_URL_ENV = "TRADEBOT_WATCH_URL"
+
+
+def _url_from_outside() -> str:
+    """The URL `watch` was not given on its command line: from the
+    environment, else one line of standard input (asked for, unechoed, on a
+    terminal), so the token never shows in argv."""
+    url = os.environ.get(WATCH_URL_ENV, "").strip()
+    if url:
+        return url
+    if sys.stdin.isatty():
+        import getpass
+
+        url = getpass.getpass("client URL (ws://...?TOKEN): ")
+    else:
+        url = sys.stdin.readline()
+    if not url.strip():
+        raise CommandError(f"watch: no URL (give it on standard input or in ${WATCH_URL_ENV})")
+    return url.strip()
 
 
 def check_ws_url(url: str) -> str:
@@ -809,8 +832,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="make a new admin token (replacing the old), for /health details and /metrics on the public port",
     )
 
-    watch_ = commands.add_parser("watch", help="print the messages of a websocket URL")
-    watch_.add_argument("url")
+    watch_ = commands.add_parser(
+        "watch",
+        help="print the messages of a websocket URL",
+        description=f"Connect to a websocket URL and print its messages. Without URL (or with -), the URL "
+        f"comes from ${WATCH_URL_ENV}, else from standard input (asked for on a terminal, not echoed): "
+        "given as an argument, its token shows in `ps` and in the shell's history.",
+    )
+    watch_.add_argument("url", nargs="?", default="-", help=f"the client URL; - or none: ${WATCH_URL_ENV} or stdin")
     watch_.add_argument("--count", metavar="N", help="stop after this many messages")
 
     backtest_command.add_parser(commands)
@@ -874,6 +903,8 @@ def check_args(args) -> None:
             raise CommandError("--host: empty")
         check_known_symbols(args.symbols, args.broker)
     elif args.command == "watch":
+        if args.url == "-":
+            args.url = _url_from_outside()
         check_ws_url(args.url)
         if args.count is not None:
             args.count = parse_positive_int(args.count, "--count")

@@ -94,6 +94,8 @@ trades = sa.Table(
     sa.Column("opened_at", sa.Float),
     sa.Column("closed_at", sa.Float),
     sa.Index("ix_trades_account_status", "account_id", "status"),
+    # an account's last trades, read from the end (GET /api/trades)
+    sa.Index("ix_trades_account_id", "account_id", "id"),
 )
 
 # Messages a client must still receive: a completion that happened while no

@@ -7,7 +7,7 @@ from webhook alerts (docs/signals.md):
 
 ``action`` is required (any case; ``none`` or null: no trade); each stop is
 given at most once, as a price or as a distance from the entry, as a JSON
-number or a decimal string, more than 0; a missing one comes from the
+number or a decimal string, more than 0 and less than a billion; a missing one comes from the
 strategy's stops helper; ``comment`` is free text, ignored. Numbers are read
 as Decimal, never through a float. Any other key is refused, so a misspelt
 stop never trades without the stop its sender meant.
@@ -23,6 +23,9 @@ from tradebot.broker import BUY, SELL
 
 #: The largest body read, in bytes.
 MAX_BODY = 64 * 1024
+#: Every stop price or distance is below this: no market is priced near it,
+#: and a number like 1e999999 would become an infinity on its way to a float.
+MAX_NUMBER = Decimal(10) ** 9
 
 _ACTIONS = {"buy": BUY, "sell": SELL, "none": None}
 #: JSON key -> `tradebot.strategies.signal_with_stops` keyword.
@@ -102,6 +105,8 @@ def _positive(key: str, value) -> Decimal:
         raise BadSignal(f'"{key}" must be a number, not {_short(value)}')
     if not number.is_finite() or not number > 0:
         raise BadSignal(f'"{key}" must be more than 0, not {_short(value)}')
+    if number >= MAX_NUMBER:
+        raise BadSignal(f'"{key}" must be less than {MAX_NUMBER:,}, not {_short(value)}')
     return number
 
 

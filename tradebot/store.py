@@ -6,7 +6,8 @@ a transaction and returns plain attrs records (never a live row). `Store` runs
 them on a dedicated, bounded thread pool and returns Deferreds, so the reactor
 thread never touches the database; `SyncStore` runs the same functions in the
 caller's thread, for the admin command. SQLite runs in WAL mode with a busy
-timeout so the server and the admin command can share one file.
+timeout so the server and the admin command can share one file, which is
+created readable by its owner alone.
 
 A transaction that fails because the database is locked or unreachable runs
 again for up to the store's retry window; then, or at once for a full disk, a
@@ -15,6 +16,7 @@ read-only database or an I/O error, it raises `DatabaseFault`, and the store's
 """
 
 import json
+import os
 import re
 import time
 from decimal import Decimal
@@ -68,6 +70,7 @@ def make_engine(url: str, lock_wait: float = LOCK_WAIT) -> sa.engine.Engine:
     SQLite)."""
     wait_ms = max(1, int(lock_wait * 1000))
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = sa.create_engine(
             url, connect_args={"timeout": lock_wait, "check_same_thread": False}
         )
@@ -93,6 +96,30 @@ def make_engine(url: str, lock_wait: float = LOCK_WAIT) -> sa.engine.Engine:
             dbapi_connection.commit()  # a SET rolled back would be undone
 
     return engine
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file of `url` readable by its owner alone (0600:
+    it holds token hashes, trades and encrypted passwords), whatever the
+    umask; SQLite gives its -wal and -shm files the same mode. A file that
+    exists already is left as it is, with a warning if others may read it."""
+    path = sa.engine.make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            _log.warn(
+                "the database file {path} may be read by others (mode {mode:o}): chmod 600 it",
+                path=path,
+                mode=mode & 0o777,
+            )
+        return
+    except OSError:
+        return  # no such folder, no permission: SQLite's own error says so
+    os.close(descriptor)
 
 
 class CommitOutcomeUnknown(StoreError):
@@ -511,6 +538,16 @@ def thd_trades(
     if live_only:
         query = query.where(trades.c.status.in_(records.LIVE_STATUSES))
     return [(r.name, _trade(r)) for r in conn.execute(query.order_by(trades.c.id))]
+
+
+def thd_trades_page(conn, account_id: int, before: Optional[int], limit: int) -> List[TradeRecord]:
+    """The account's last `limit` trades with ids below `before` (all, if
+    None), oldest first: read by id from the end, never the whole history."""
+    query = sa.select(trades).where(trades.c.account_id == account_id)
+    if before is not None:
+        query = query.where(trades.c.id < before)
+    rows = conn.execute(query.order_by(trades.c.id.desc()).limit(limit)).all()
+    return [_trade(r) for r in reversed(rows)]
 
 
 # -- events -------------------------------------------------------------------

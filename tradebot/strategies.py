@@ -81,7 +81,10 @@ class Signal:
             ("take profit", 1, self.take_distance, self.take_price),
         ):
             if price is None:
-                levels.append(spec.round_price(entry + sign * direction * max(distance, floor)))
+                level = spec.round_price(entry + sign * direction * max(distance, floor))
+                if level <= 0:
+                    raise StopsRejected(f"a {what} {distance} from the entry price {entry} is not a price")
+                levels.append(level)
                 continue
             price = spec.round_price(price)
             need = max(floor, spec.point)
@@ -98,7 +101,8 @@ def _distance(value: float, spec: SymbolSpec) -> Decimal:
     """A price distance rounded to the symbol's point and kept far enough from
     the market for the broker to accept it (stops level plus spread)."""
     least = (spec.stops_level + spec.spread + 1) * spec.point
-    rounded = Decimal(repr(float(value))).quantize(spec.point, rounding=ROUND_HALF_EVEN)
+    exact = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    rounded = exact.quantize(spec.point, rounding=ROUND_HALF_EVEN)
     return max(rounded, least)
 
 

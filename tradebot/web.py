@@ -5,10 +5,14 @@ The HTTP side: one `Site` whose resource tree carries the websocket at
 answers only the overall status (for a load balancer) and ``/metrics`` is
 refused (401), unless the request carries the operator's admin token
 (``Authorization: Bearer TOKEN``, `tradebot.serverkeys`); the admin port
-(`make_admin_site`) serves both whole, to anyone who can reach it. Access lines are logged without query strings and without a
-webhook's secret, so neither a token nor a secret reaches a log. A client must
-send each request's line and headers (a websocket's opening handshake) within
-a deadline.
+(`make_admin_site`) serves both whole, to anyone who can reach it.
+
+Both Sites are `tradebot.httpguard.GuardedSite`s: connections counted per
+address, each request due whole within a deadline, bodies refused by route
+before they are read, and an access log with neither tokens nor secrets.
+Resources taking a secret check it first and never refuse a right one
+(`SecretGuard`); the API and each webhook are rate-limited per token and per
+secret.
 """
 
 import json
@@ -20,101 +24,20 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.web import pages
 from twisted.web.resource import Resource
-from twisted.web.http import HTTPChannel
 from twisted.web.server import NOT_DONE_YET, Site
+
+from tradebot.addresses import RecentEvents
+from tradebot.httpguard import REQUEST_TIMEOUT, GuardedSite
 
 from tradebot.alerts import UnknownWebhook
 from tradebot.metrics import CONTENT_TYPE_LATEST
 from tradebot.serverkeys import thd_admin_token_hash
+from tradebot.store import thd_trades_page
 from tradebot.signaljson import MAX_BODY, BadSignal
 from tradebot.tokens import hash_token, token_matches
 
 #: Seconds /health waits for the database before calling it unreachable.
 HEALTH_TIMEOUT = 5.0
-
-#: Seconds a client has to send a whole request head, unless the Site is told.
-REQUEST_HEAD_TIMEOUT = 10.0
-
-
-class HeadDeadlineChannel(HTTPChannel):
-    """An HTTP channel that drops a client which has not sent a whole request
-    head (request line and headers) within `head_timeout` seconds of
-    connecting, or of the end of its previous request. Twisted's idle timeout
-    starts again with every byte, so a client trickling its request would
-    otherwise hold the connection for ever; so would one that sends nothing
-    for a minute. Once the head has come, a websocket's handshake is bounded
-    by Autobahn's own opening handshake timeout."""
-
-    _log = Logger()
-    head_timeout = REQUEST_HEAD_TIMEOUT
-    _deadline = None
-
-    def connectionMade(self):
-        super().connectionMade()
-        self._start_deadline()
-
-    def allHeadersReceived(self):
-        self._stop_deadline()
-        super().allHeadersReceived()
-
-    def requestDone(self, request):
-        if self.persistent:  # before: the next request may already be buffered
-            self._start_deadline()
-        super().requestDone(request)
-
-    def connectionLost(self, reason):
-        self._stop_deadline()
-        super().connectionLost(reason)
-
-    def _start_deadline(self):
-        self._stop_deadline()
-        self._deadline = self.callLater(self.head_timeout, self._too_late)
-
-    def _stop_deadline(self):
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
-
-    def _too_late(self):
-        self._deadline = None
-        self._log.info(
-            "dropping a connection from {peer}: no whole request within {timeout:g} s",
-            peer=getattr(self.transport.getPeer(), "host", "?"),
-            timeout=self.head_timeout,
-        )
-        self.transport.abortConnection()
-
-
-class RedactingSite(Site):
-    """A Site that logs each request's method, path (query removed) and
-    status, and drops a client slower than `head_timeout` seconds to send a
-    request head (`HeadDeadlineChannel`)."""
-
-    _log = Logger()
-    noisy = False
-    protocol = HeadDeadlineChannel
-
-    def __init__(self, resource, head_timeout: float = REQUEST_HEAD_TIMEOUT, **kwargs):
-        super().__init__(resource, **kwargs)
-        self.head_timeout = head_timeout
-
-    def buildProtocol(self, addr):
-        """A `HeadDeadlineChannel` with this Site's deadline."""
-        channel = super().buildProtocol(addr)
-        channel.head_timeout = self.head_timeout
-        return channel
-
-    def log(self, request):
-        path = request.uri.split(b"?", 1)[0].decode("ascii", "replace")
-        if path.startswith("/webhook/"):
-            path = "/webhook/***"
-        self._log.info(
-            "{method} {path} {code}",
-            method=request.method.decode("ascii", "replace"),
-            path=path,
-            code=request.code,
-        )
-
 
 class _Branch(Resource):
     """A path segment that is not a page itself: it and its unknown
@@ -218,17 +141,15 @@ class HealthResource(Resource):
     Given `admin` (an `AdminAuth`: the public port), the details and reasons
     go only to a request bearing the admin token; anyone else gets the status
     alone, ``{"status": "ok"}`` or ``{"status": "unavailable"}``, with the
-    same code. `guard` (a `SecretGuard`) counts a wrong token as a failed
-    attempt."""
+    same code (a wrong token gains nothing here, so it is not counted)."""
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, check: HealthCheck, admin: Optional[AdminAuth] = None, guard=None):
+    def __init__(self, check: HealthCheck, admin: Optional[AdminAuth] = None):
         super().__init__()
         self.check = check
         self.admin = admin
-        self.guard = guard
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
@@ -246,8 +167,6 @@ class HealthResource(Resource):
                 detailed = await allowed.addTimeout(HEALTH_TIMEOUT, self.check.clock)
             except Exception:  # the database is down: the report will say so
                 detailed = False
-            if token is not None and not detailed and self.guard is not None:
-                await self.guard.failed(request)  # a wrong token is a failed attempt
         report = await self.check.report()
         problems = report["problems"]
         request.setResponseCode(503 if problems else 200)
@@ -269,7 +188,8 @@ def _one_line(error: Exception) -> str:
 class MetricsResource(Resource):
     """``GET /metrics``: every metric in Prometheus's text format. Given
     `admin` (an `AdminAuth`: the public port), only to a request bearing the
-    admin token; 401 otherwise."""
+    admin token; 401 otherwise (429 from an address locked out by `guard`,
+    a `SecretGuard`, after too many wrong ones)."""
 
     isLeaf = True
     _log = Logger()
@@ -301,9 +221,9 @@ class MetricsResource(Resource):
             if allowed:
                 request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
                 body = self.metrics.render()
+            elif token is not None and self.guard is not None and await self.guard.wrong(request):
+                body = TOO_MANY_FAILURES  # this address is locked out
             else:
-                if token is not None and self.guard is not None:
-                    await self.guard.failed(request)
                 body = _deny_admin(request)
         if not request.finished and not request._disconnected:
             request.write(body)
@@ -316,7 +236,8 @@ _DASHBOARD_FILES = {
     b"app.css": ("app.css", b"text/css; charset=utf-8"),
 }
 _PAGE_HEADERS = {
-    b"content-security-policy": b"default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    # 'self' covers the same-origin ws:/wss: (CSP Level 3, every current browser)
+    b"content-security-policy": b"default-src 'self'; connect-src 'self'; img-src 'self' data:; "
     b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     b"x-content-type-options": b"nosniff",
     b"referrer-policy": b"no-referrer",
@@ -346,16 +267,22 @@ class _StaticFile(Resource):
 
 
 class SecretGuard:
-    """What a resource taking a secret (an API token, a webhook secret) does
-    with the gatekeeper of the websocket: an address locked out after failing
-    too often is refused (429) before its secret is even looked at, and each
-    wrong secret counts as a failure, answered after the gatekeeper's delay."""
+    """What a resource taking a secret (an API token, a webhook secret, the
+    admin token) does with the gatekeeper of the websocket. The secret is
+    looked at first, and a right one is never refused: 192 random bits are
+    not guessed, and alert senders such as TradingView post for many
+    customers from a few shared addresses. A wrong one counts as a failure of
+    its address (wrong webhook secrets on a table of their own, so they shut
+    nobody out of the websocket or the API) and is answered after the
+    gatekeeper's delay, or at once with 429 while the address is locked out."""
 
-    def __init__(self, gatekeeper=None, clock=None):
+    def __init__(self, gatekeeper=None, clock=None, webhook: bool = False):
         self.gatekeeper = gatekeeper
         self.clock = clock
+        self.webhook = webhook
 
     def address(self, request) -> Optional[str]:
+        """The client's address (through trusted proxies), or None without a gatekeeper."""
         if self.gatekeeper is None:
             return None
         forwarded = request.getHeader(b"x-forwarded-for")
@@ -363,32 +290,52 @@ class SecretGuard:
             request.getClientAddress().host, forwarded.decode("latin-1") if forwarded else None
         )
 
-    def locked_out(self, request) -> bool:
-        """True (and the 429 set on `request`) if its address is locked out."""
+    async def wrong(self, request) -> bool:
+        """A wrong secret came with `request`: True (the 429 set on it) if its
+        address is locked out, else False once the failure's delay is over."""
         ip = self.address(request)
-        if ip is None or not self.gatekeeper.locked(ip):
+        if ip is None:
             return False
-        request.setResponseCode(429)
-        request.setHeader(b"retry-after", b"600")
-        return True
-
-    def failed(self, request):
-        """Deferred: fires when the answer to a wrong secret may be sent."""
-        ip = self.address(request)
-        delay = self.gatekeeper.failed(ip) if ip is not None else 0.0
-        if not delay:
-            return defer.succeed(None)
-        return task.deferLater(self.clock, delay, lambda: None)
+        gate = self.gatekeeper
+        locked = gate.webhook_locked(ip) if self.webhook else gate.locked(ip)
+        if locked:
+            request.setResponseCode(429)
+            request.setHeader(b"retry-after", b"600")
+            return True
+        delay = gate.webhook_failed(ip) if self.webhook else gate.failed(ip)
+        if delay:
+            await task.deferLater(self.clock, delay, lambda: None)
+        return False
 
 
 TOO_MANY_FAILURES = b'{"error": "too many failed attempts from this address; try again later"}'
 
 
+#: Calls a minute one token may make to /api/trades, and one webhook's alerts a minute.
+API_RATE = 30
+WEBHOOK_RATE = 60
+
+
+def _answer_json(request, code: int, body) -> None:
+    """Write `body` (a dict, or bytes) with `code`, unless the client left."""
+    if request.finished or request._disconnected:
+        return
+    request.setResponseCode(code)
+    request.write(body if isinstance(body, bytes) else json.dumps(body).encode())
+    request.finish()
+
+
 class TradesResource(Resource):
-    """``GET /api/trades``: the account of the bearer token (``Authorization:
-    Bearer TOKEN``, never in the URL), its last trades, oldest first, and its
-    equity curve (the balance after each closed trade, from the balance before
-    the first). 401 without a live token."""
+    """``GET /api/trades[?before=ID][&limit=N]``: the account of the bearer
+    token (``Authorization: Bearer TOKEN``, never in the URL), a page of its
+    trades (the last `limit`, at most and by default `LIMIT`, with ids below
+    `before` if given; oldest first), ``next_before`` (pass it as ``before``
+    for the page before this one; null at the first trade) and the equity
+    curve of the page (the balance after each closed trade, from the balance
+    before the first). The database reads that page alone, by id. 401
+    without a live token; 429 past `API_RATE` calls a minute of one account,
+    or from an address locked out after wrong tokens; 400 for a bad
+    parameter."""
 
     isLeaf = True
     _log = Logger()
@@ -398,43 +345,42 @@ class TradesResource(Resource):
         super().__init__()
         self.store = store
         self.guard = SecretGuard(gatekeeper, clock)
+        self.clock = clock
+        self._calls = RecentEvents(API_RATE, 60.0, capacity=100000)
 
     def render_GET(self, request):
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"content-type", b"application/json")
-        if self.guard.locked_out(request):
-            return TOO_MANY_FAILURES
-        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        try:
+            before = _whole(request, b"before", None)
+            limit = min(_whole(request, b"limit", self.LIMIT), self.LIMIT)
+        except ValueError as e:
+            request.setResponseCode(400)
+            return json.dumps({"error": str(e)}).encode()
+        token = AdminAuth.presented(request)
+        if token is None:
             return self._unauthorized(request)
-        d = defer.ensureDeferred(self._report(token.strip()))
-
-        async def _wrong_token(report):
-            if report is None:
-                await self.guard.failed(request)
-            return report
-
-        def _answer(report):
-            if request.finished or request._disconnected:
-                return
-            if report is None:
-                request.write(self._unauthorized(request))
-            else:
-                request.write(json.dumps(report).encode())
-            request.finish()
-
-        d.addCallback(lambda report: defer.ensureDeferred(_wrong_token(report)))
-
-        def _failed(failure):
-            self._log.failure("the trades of an account could not be read", failure)
-            if not request.finished and not request._disconnected:
-                request.setResponseCode(503)
-                request.write(b'{"error": "unavailable"}')
-                request.finish()
-
-        d.addCallbacks(_answer, _failed)
+        d = defer.ensureDeferred(self._answer(request, token, before, limit))
+        d.addErrback(self._failed, request)
         return NOT_DONE_YET
+
+    async def _answer(self, request, token: str, before: Optional[int], limit: int) -> None:
+        account = await self.store.account_by_token_hash(hash_token(token))
+        if account is None or not token_matches(token, account.token_hash):
+            if await self.guard.wrong(request):
+                return _answer_json(request, 429, TOO_MANY_FAILURES)
+            return _answer_json(request, 401, self._unauthorized(request))
+        now = self.clock.seconds() if self.clock is not None else 0.0
+        if self._calls.count(account.id, now) >= API_RATE:
+            request.setHeader(b"retry-after", b"60")
+            return _answer_json(request, 429, {"error": f"at most {API_RATE} calls a minute per account"})
+        self._calls.add(account.id, now)
+        rows = await self.store.run(thd_trades_page, account.id, before, limit)
+        _answer_json(request, 200, _report(account, rows, full=len(rows) == limit))
+
+    def _failed(self, failure, request):
+        self._log.failure("the trades of an account could not be read", failure)
+        _answer_json(request, 503, b'{"error": "unavailable"}')
 
     @staticmethod
     def _unauthorized(request) -> bytes:
@@ -442,38 +388,51 @@ class TradesResource(Resource):
         request.setHeader(b"www-authenticate", b'Bearer realm="tradebot"')
         return b'{"error": "a valid account token is needed: Authorization: Bearer TOKEN"}'
 
-    async def _report(self, token: str):
-        account = await self.store.account_by_token_hash(hash_token(token))
-        if account is None or not token_matches(token, account.token_hash):
-            return None
-        rows = [t for _, t in await self.store.trades(account_name=account.name)][-self.LIMIT:]
-        trades = [_trade_json(t) for t in rows]
-        closed = [t for t in rows if t.status == "closed" and t.balance_after is not None]
-        equity = []
-        if closed:
-            first = closed[0]
-            equity.append({"time": first.opened_at, "balance": float(first.balance_after - first.profit)})
-            equity += [{"time": t.closed_at, "balance": float(t.balance_after)} for t in closed]
-        return {
-            "account": {
-                "name": account.name,
-                "symbols": list(account.symbols),
-                "phase": account.phase,
-                "step": account.step,
-                "balance": float(account.balance),
-            },
-            "trades": trades,
-            "equity": equity,
-        }
+
+def _whole(request, name: bytes, default):
+    """The query parameter `name` as a whole number from 1; `default` if absent."""
+    values = request.args.get(name)
+    if not values:
+        return default
+    text = values[-1].decode("ascii", "replace")
+    if not text.isdigit() or len(text) > 12 or int(text) < 1:
+        raise ValueError(f"{name.decode()} must be a whole number from 1")
+    return int(text)
+
+
+def _report(account, rows, full: bool) -> dict:
+    """The /api/trades answer for one page of `rows` (oldest first; `full`:
+    as many as were asked for, so older ones may exist)."""
+    closed = [t for t in rows if t.status == "closed" and t.balance_after is not None]
+    equity = []
+    if closed:
+        first = closed[0]
+        equity.append({"time": first.opened_at, "balance": float(first.balance_after - first.profit)})
+        equity += [{"time": t.closed_at, "balance": float(t.balance_after)} for t in closed]
+    return {
+        "account": {
+            "name": account.name,
+            "symbols": list(account.symbols),
+            "phase": account.phase,
+            "step": account.step,
+            "balance": float(account.balance),
+        },
+        "trades": [_trade_json(t) for t in rows],
+        "next_before": rows[0].id if full and rows else None,
+        "equity": equity,
+    }
 
 
 class WebhookResource(Resource):
     """``POST /webhook/<secret>``: queue the alert in the JSON body for the
     accounts subscribed to the secret (`tradebot.alerts`). 202 and
     ``{"status": "queued", ...}`` when queued; 404 for a secret nobody is
-    subscribed to, 400 and ``{"error": ...}`` for a body that is not an alert
-    (nothing is queued then); 405 for another method; 503 if the database
-    fails."""
+    subscribed to (429 at once from an address that sent too many of those:
+    a right secret is never refused); 429 past `WEBHOOK_RATE` alerts a
+    minute on one secret; 400 and ``{"error": ...}`` for a body that is not
+    an alert (nothing is queued then); 405 for another method; 503 if the
+    database fails. The body's size is bounded before it is read
+    (`tradebot.httpguard`)."""
 
     isLeaf = True
     _log = Logger()
@@ -481,7 +440,9 @@ class WebhookResource(Resource):
     def __init__(self, alerts, gatekeeper=None, clock=None):
         super().__init__()
         self.alerts = alerts
-        self.guard = SecretGuard(gatekeeper, clock)
+        self.guard = SecretGuard(gatekeeper, clock, webhook=True)
+        self.clock = clock
+        self._calls = RecentEvents(WEBHOOK_RATE, 60.0, capacity=100000)
 
     def render(self, request):
         request.setHeader(b"content-type", b"application/json")
@@ -492,43 +453,46 @@ class WebhookResource(Resource):
         return super().render(request)
 
     def render_POST(self, request):
-        if self.guard.locked_out(request):
-            return TOO_MANY_FAILURES
         if len(request.postpath) != 1 or not request.postpath[0]:
             return self._error(request, 404, "unknown webhook")
         secret = request.postpath[0].decode("utf-8", "replace")
         body = request.content.read(MAX_BODY + 1)
-        d = defer.ensureDeferred(self.alerts.receive(secret, body))
-
-        def _answer(queued):
-            request.setResponseCode(202)
-            return json.dumps(
-                {
-                    "status": "queued",
-                    "symbol": queued.symbol,
-                    "action": queued.side,
-                    "accounts": len(queued.alerts),
-                    "expires_at": queued.expires_at,
-                }
-            ).encode()
-
-        def _refused(failure):
-            if failure.check(UnknownWebhook):
-                answer = self._error(request, 404, "unknown webhook")
-                return self.guard.failed(request).addCallback(lambda _: answer)
-            if failure.check(BadSignal):
-                return self._error(request, 400, failure.getErrorMessage())
-            self._log.failure("a webhook alert could not be queued", failure)
-            return self._error(request, 503, "unavailable, try again")
-
-        def _send(body):
-            if not request.finished and not request._disconnected:
-                request.write(body)
-                request.finish()
-
-        d.addCallbacks(_answer, _refused).addCallback(_send)
-        d.addErrback(lambda f: self._log.failure("a webhook answer could not be sent", f))
+        d = defer.ensureDeferred(self._answer(request, secret, body))
+        d.addErrback(self._failed, request)
         return NOT_DONE_YET
+
+    async def _answer(self, request, secret: str, body: bytes) -> None:
+        try:
+            subscribers = await self.alerts.subscribers(secret)
+        except UnknownWebhook:
+            if await self.guard.wrong(request):
+                return _answer_json(request, 429, TOO_MANY_FAILURES)
+            return _answer_json(request, 404, {"error": "unknown webhook"})
+        key = hash_token(secret)
+        now = self.clock.seconds() if self.clock is not None else 0.0
+        if self._calls.count(key, now) >= WEBHOOK_RATE:
+            request.setHeader(b"retry-after", b"60")
+            return _answer_json(request, 429, {"error": f"at most {WEBHOOK_RATE} alerts a minute on one webhook"})
+        self._calls.add(key, now)
+        try:
+            queued = await self.alerts.queue_for(subscribers, body)
+        except BadSignal as e:
+            return _answer_json(request, 400, {"error": str(e)})
+        _answer_json(
+            request,
+            202,
+            {
+                "status": "queued",
+                "symbol": queued.symbol,
+                "action": queued.side,
+                "accounts": len(queued.alerts),
+                "expires_at": queued.expires_at,
+            },
+        )
+
+    def _failed(self, failure, request):
+        self._log.failure("a webhook alert could not be queued", failure)
+        _answer_json(request, 503, {"error": "unavailable, try again"})
 
     @staticmethod
     def _error(request, code: int, text: str) -> bytes:
@@ -588,16 +552,16 @@ def make_site(websocket_factory, health=None, metrics=None, store=None, alerts=N
     admin = AdminAuth(store)
     guard = SecretGuard(websocket_factory.gatekeeper, websocket_factory.clock)
     if health is not None:
-        root.putChild(b"health", HealthResource(health, admin=admin, guard=guard))
+        root.putChild(b"health", HealthResource(health, admin=admin))
     if metrics is not None:
         root.putChild(b"metrics", MetricsResource(metrics, admin=admin, guard=guard))
-    return RedactingSite(root, head_timeout=websocket_factory.openHandshakeTimeout)
+    return GuardedSite(root, head_timeout=websocket_factory.openHandshakeTimeout, gatekeeper=websocket_factory.gatekeeper)
 
 
-def make_admin_site(health: HealthCheck, metrics, head_timeout: float = REQUEST_HEAD_TIMEOUT) -> Site:
+def make_admin_site(health: HealthCheck, metrics, head_timeout: float = REQUEST_TIMEOUT) -> Site:
     """A Site of its own for /health and /metrics (the admin port): both
     whole, with no token asked (bind it where only the operator reaches)."""
     root = _Branch()
     root.putChild(b"health", HealthResource(health))
     root.putChild(b"metrics", MetricsResource(metrics))
-    return RedactingSite(root, head_timeout=head_timeout)
+    return GuardedSite(root, head_timeout=head_timeout)
