@@ -53,6 +53,7 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python bench/mt5_worker.py
 	$(BIN)/python bench/slow_clients.py
 	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/api_trades.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -18,6 +18,9 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import defer
 
 from tradebot.store import SyncStore
+
+#: The checkout these benchmarks belong to.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from tradebot.tokens import hash_token, new_token
 
 
@@ -68,7 +71,9 @@ class Server:
     def start(self):
         """Start the server and wait until it listens."""
         SyncStore(self.db_url).create_schema()
-        self.process = subprocess.Popen(self.args, cwd=self.dir)
+        # the server runs this checkout's code, whatever the virtualenv holds
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+        self.process = subprocess.Popen(self.args, cwd=self.dir, env=env)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
