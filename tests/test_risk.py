@@ -223,17 +223,20 @@ def test_static_max_loss_fails_the_phase_for_good():
     assert e.entry(state, D(12000), D(12000), D(100), EURUSD, T0 + 86400).reason.startswith("phase 1 failed")
 
 
-def test_trailing_max_loss_follows_the_highest_end_of_day_balance():
+def test_trailing_max_loss_follows_the_highest_end_of_day_balance_less_a_share_of_the_initial_capital():
+    # FTMO 1-Step: the highest end-of-day balance (or, if higher, the initial
+    # capital) less 10% of the initial capital, not 10% of that balance
     static = engine(max_loss_pct=10)
     trailing = engine(max_loss_pct=10, max_loss_mode="trailing")
     for e in (static, trailing):
         state = e.start(D(10000), T0)
+        assert e.overall_floor(state) == D(9000)
         state, _ = e.update(state, D(11000), D(11000), T0 + 86400, 0)  # day 2 starts at 11000
         state, _ = e.update(state, D(10500), D(10500), T0 + 2 * 86400, 0)  # a lower end of day
         assert state.peak_eod_balance == D(11000)
-        result, _ = e.update(state, D(10000), D("9850"), T0 + 2 * 86400 + 60, 1)
+        result, _ = e.update(state, D(10000), D("9950"), T0 + 2 * 86400 + 60, 1)
         assert result.status == (FAILED if e is trailing else ACTIVE)
-        assert e.overall_floor(state) == (D(9900) if e is trailing else D(9000))
+        assert e.overall_floor(state) == (D(10000) if e is trailing else D(9000))  # 11000 - 1000, not 9900
 
 
 def test_target_needs_no_open_trade_and_min_trading_days():
@@ -308,3 +311,165 @@ def test_no_stop_with_limits_is_skipped():
     e = engine(max_daily_loss_pct=5)
     entry = e.entry(e.start(D(10000), T0), D(10000), D(10000), D(0), EURUSD, T0)
     assert entry.lot is None and "no stop loss" in entry.reason
+
+
+# -- measured the way the firms measure (issue 13's worked examples) ---------------------------
+
+K = D(1000)
+
+
+def firm_engine(plan_keys=None, **phase):
+    """A one-phase plan with plan-level keys (basis, breach, buffer...) and
+    phase keys; 10-lot steps so the limits, not the ladder, size the trade."""
+    doc = dict({"name": "firm", "phases": [dict({"steps": [{"lot": 10}]}, **phase)]}, **(plan_keys or {}))
+    return PlanEngine(plan_from_dict(doc))
+
+
+def day2(e, balance, equity=None):
+    """A 100k account whose second day starts at `balance` (and `equity`)."""
+    state = e.start(100 * K, T0)
+    state, _ = e.update(state, balance, equity or balance, T0 + 86400, 0)
+    return state
+
+
+@pytest.mark.parametrize(
+    "basis, floor, lots",
+    [("initial", 103 * K, D("5.00")), ("day_start", D(102600), D("7.00"))],
+)
+def test_ftmos_daily_floor_is_the_days_balance_less_5_percent_of_the_initial_capital(basis, floor, lots):
+    # 100k account, the day starting at 108,000: FTMO's floor is 103,000; 5% of
+    # the day's balance would be 102,600. At equity 104,000, a 20-pip EURUSD
+    # stop (200 a lot) fits 5.00 lots under FTMO's floor: the stop leaves
+    # 103,000. Sized on the day's balance, 7.00 lots leave 102,600: a fail at FTMO.
+    e = firm_engine({"daily_loss_basis": basis}, max_daily_loss_pct=5)
+    state = day2(e, 108 * K)
+    assert e.daily_floor(state) == floor
+    entry = e.entry(state, 108 * K, 104 * K, D(200), EURUSD, T0 + 86400 + 60)
+    assert entry.lot == lots
+    assert 104 * K - entry.lot * 200 == floor
+
+
+def test_the5ers_daily_floor_is_from_the_higher_of_balance_and_equity_at_the_days_start():
+    e = firm_engine({"daily_loss_basis": "day_start_max"}, max_daily_loss_pct=5)
+    state = day2(e, 100 * K, 102 * K)  # a trade 2,000 up when the day began
+    assert e.daily_floor(state) == D(96900)  # 5% under 102,000, not under 100,000
+    state = day2(e, 100 * K, 99 * K)
+    assert e.daily_floor(state) == 95 * K
+
+
+@pytest.mark.parametrize("on_breach, status, after", [("fail", FAILED, FAILED), ("pause", PAUSED_TODAY, COMPLETED)])
+def test_a_daily_breach_ends_the_phase_where_the_firm_ends_it(on_breach, status, after):
+    # day start 105,000, equity 99,700: under the 100,000 floor (5% of 100k)
+    e = firm_engine({"daily_loss_basis": "initial", "on_daily_breach": on_breach}, max_daily_loss_pct=5, target_pct=10)
+    state = day2(e, 105 * K)
+    state, events = e.update(state, 105 * K, D(99700), T0 + 86400 + 60, 1)
+    assert state.status == status
+    assert [ev.kind for ev in events] == ([DAILY_BREACH, PHASE_FAILED] if on_breach == "fail" else [DAILY_BREACH])
+    # a later close at 110,000: a phase that failed stays failed; a paused one passes
+    state, _ = e.closed(state, PROFIT, 110 * K, T0 + 86400 + 120)
+    assert state.status == after
+    assert e.entry(state, 110 * K, 110 * K, D(200), EURUSD, T0 + 86400 + 180).lot is None
+
+
+@pytest.mark.parametrize(
+    "keys, open_risk, lots",
+    [
+        ({}, 0, D("3.00")),  # 600 of headroom, 200 a lot: the stop lands on the floor
+        ({"safety_buffer": 100}, 0, D("2.50")),  # 100 kept back: a point of slippage fits
+        ({"safety_buffer_pct": D("0.1")}, 0, D("2.50")),  # 0.1% of the 100k initial capital
+        ({}, 300, D("1.50")),  # an open trade would lose 300 more at its stop
+    ],
+)
+def test_a_safety_buffer_and_the_open_trades_risk_come_off_the_headroom(keys, open_risk, lots):
+    e = firm_engine(dict({"daily_loss_basis": "initial"}, **keys), max_daily_loss_pct=5)
+    state = day2(e, 100 * K)
+    entry = e.entry(state, 100 * K, D(95600), D(200), EURUSD, T0 + 86400 + 60, open_risk=D(open_risk))
+    assert entry.lot == lots
+
+
+@pytest.mark.parametrize(
+    "next_from, target, floor",
+    [("initial", 115 * K, 100 * K), ("balance", D(115500), 99 * K)],
+)
+def test_the_next_phase_counts_from_the_initial_capital_when_the_firm_gives_a_new_account(next_from, target, floor):
+    # FTMO: the Verification is a fresh 100k account (target 105k, floor 90k).
+    # The same broker account going on at 110k: target 115k, floor 100k.
+    doc = {
+        "name": "ftmo", "next_phase_from": next_from,
+        "phases": [
+            {"steps": [{"lot": 1}], "target_pct": 10, "max_loss_pct": 10},
+            {"steps": [{"lot": 1}], "target_pct": 5, "max_loss_pct": 10},
+        ],
+    }
+    e = PlanEngine(plan_from_dict(doc))
+    state = e.start(100 * K, T0)
+    state, events = e.closed(state, PROFIT, 110 * K, T0 + 60)
+    assert state.phase == 2 and PHASE_PASSED in [ev.kind for ev in events]
+    assert (e.target(state), e.overall_floor(state)) == (target, floor)
+
+
+def test_the_operator_sets_the_initial_capital_and_reference_of_an_account_already_down():
+    # a 100k challenge whose account stands at 97,000 when the plan starts
+    e = firm_engine({"daily_loss_basis": "initial"}, max_daily_loss_pct=5, max_loss_pct=10, target_pct=10)
+    state = e.start(97 * K, T0)
+    assert e.overall_floor(state) == D(87300)  # counted from 97,000: wrong for the firm
+    state, [event] = e.set(state, T0 + 10, initial_capital=100 * K, reference_balance=100 * K)
+    assert (e.overall_floor(state), e.target(state)) == (90 * K, 110 * K)
+    assert "initial capital 100000" in event.detail and "reference balance 100000" in event.detail
+    # a failed phase restarted by the operator trades again
+    state, _ = e.update(state, 89 * K, 89 * K, T0 + 20, 0)
+    assert state.status == FAILED
+    state, _ = e.set(state, T0 + 30, restart=True, reference_balance=100 * K)
+    assert state.status == ACTIVE and state.trading_days == 0
+
+
+def test_a_day_rolls_over_with_the_balance_of_the_reset_instant():
+    # equity 97k at 23:59:59 with a trade open; its stop fills at 00:00:30 (-4k);
+    # the first look is at 00:00:45. The day began at 100,000, not at 96,000.
+    e = firm_engine(max_daily_loss_pct=5)
+    midnight = at("2026-03-03 00:00")
+    state = e.start(100 * K, midnight - 3600)
+    late, _ = e.update(state, 96 * K, 96 * K, midnight + 45, 0)
+    assert late.day_start_balance == 96 * K and e.daily_floor(late) == D(91200)
+    right, events = e.update(state, 96 * K, 96 * K, midnight + 45, 0, at_reset=(100 * K, 97 * K))
+    assert (right.day_start_balance, right.day_start_equity, e.daily_floor(right)) == (100 * K, 97 * K, 95 * K)
+    assert right.peak_eod_balance == 100 * K
+    assert events[0].kind == DAY_ROLLOVER and "starts at balance 100000" in events[0].detail
+
+
+def test_a_trailing_maximum_loss_may_lock_at_the_starting_balance():
+    for lock, floor in ((False, 102 * K), (True, 100 * K)):
+        e = firm_engine({"trailing_lock": lock}, max_loss_pct=10, max_loss_mode="trailing")
+        state = day2(e, 112 * K)
+        assert e.overall_floor(state) == floor
+
+
+def test_a_close_with_other_trades_open_is_judged_on_equity():
+    # a loss closes at 94,900 while another trade is 500 up: equity 95,400
+    e = firm_engine({"daily_loss_basis": "initial", "on_daily_breach": "fail"}, max_daily_loss_pct=5)
+    state = day2(e, 100 * K)
+    judged, _ = e.closed(state, LOSS, D(94900), T0 + 86400 + 60, open_trades=1, equity=D(95400))
+    assert judged.status == ACTIVE
+    judged, _ = e.closed(state, LOSS, D(94900), T0 + 86400 + 60, open_trades=1, equity=D(94900))
+    assert judged.status == FAILED
+
+
+def test_a_risk_step_never_rounds_up_to_the_minimum_volume_unless_the_plan_allows_it():
+    # 1% of 10,000 is 100; a lot loses 16,000 at the stop: 0.00625 lot
+    doc = {"name": "r", "phases": [{"steps": [{"risk_pct": 1}]}]}
+    e = PlanEngine(plan_from_dict(doc))
+    state = e.start(D(10000), T0)
+    skipped = e.entry(state, D(10000), D(10000), D(16000), EURUSD, T0)
+    assert skipped.lot is None and "less than the minimum volume 0.01" in skipped.reason
+    e = PlanEngine(plan_from_dict(dict(doc, round_up_to_min_volume=True)))
+    assert e.entry(state, D(10000), D(10000), D(16000), EURUSD, T0).lot == D("0.01")
+
+
+@pytest.mark.parametrize("keys, step", [({}, 2), ({"on_breakeven": "reset"}, 1), ({"on_breakeven": "next"}, 3)])
+def test_a_breakeven_trade_moves_the_ladder_by_its_own_rule(keys, step):
+    from tradebot.plan import BREAKEVEN
+
+    e = ladder("reset", "next", **keys)
+    state = attrs.evolve(e.start(D(10000), T0), step=2)
+    state, _ = e.closed(state, BREAKEVEN, D(10000), T0 + 60)
+    assert state.step == step

@@ -69,6 +69,27 @@ MAX_LOSS_MODES = (STATIC, TRAILING)
 
 PROFIT = "profit"
 LOSS = "loss"
+#: A trade that closed at exactly zero: the ladder's `on_breakeven` moves it.
+BREAKEVEN = "breakeven"
+RESULTS = (PROFIT, LOSS, BREAKEVEN)
+
+#: What the daily loss limit is a share of (`daily_loss_basis`): the initial
+#: capital, the floor being the day's starting balance less that share (FTMO,
+#: FundedNext); the day's starting balance; or the higher of the balance and
+#: the equity at the day's start (The5%ers).
+INITIAL = "initial"
+DAY_START = "day_start"
+DAY_START_MAX = "day_start_max"
+DAILY_BASES = (INITIAL, DAY_START, DAY_START_MAX)
+#: What a breach of the daily loss limit does (`on_daily_breach`).
+PAUSE = "pause"
+FAIL = "fail"
+ON_DAILY_BREACH = (PAUSE, FAIL)
+#: Where the next phase's money is counted from (`next_phase_from`): the
+#: balance the last phase ended at, or the initial capital (a new account at
+#: the firm's size, as FTMO's Verification is).
+BALANCE = "balance"
+NEXT_PHASE_FROM = (BALANCE, INITIAL)
 
 
 class PlanError(ValueError):
@@ -86,6 +107,7 @@ class Step:
     multiplier: Optional[Decimal] = None
     on_profit: Optional[str] = None
     on_loss: Optional[str] = None
+    on_breakeven: Optional[str] = None
 
 
 @attrs.frozen
@@ -97,6 +119,7 @@ class Phase:
     steps: Tuple[Step, ...]
     on_profit: str = NEXT
     on_loss: str = NEXT
+    on_breakeven: str = HOLD
     max_steps: Optional[int] = None
     past_max_steps: str = HOLD
     base_lot: Optional[Decimal] = None
@@ -122,6 +145,19 @@ class Plan:
     description: str = ""
     day_reset_hour: int = 0
     time_zone: str = "UTC"
+    daily_loss_basis: str = DAY_START
+    on_daily_breach: str = PAUSE
+    next_phase_from: str = BALANCE
+    #: Money kept back under each limit when sizing (a fixed amount, or a
+    #: share of the initial capital): for commission, swap, slippage and the
+    #: time a stop takes to be seen.
+    safety_buffer: Decimal = Decimal(0)
+    safety_buffer_pct: Decimal = Decimal(0)
+    #: A trailing maximum loss stops rising at the phase's starting balance.
+    trailing_lock: bool = False
+    #: A risk step whose lot rounds below the minimum volume trades the
+    #: minimum (risking more than asked) instead of being skipped.
+    round_up_to_min_volume: bool = False
 
     def position(self, phase: int, step: int) -> Tuple[int, int]:
         """(`phase`, `step`) clamped into this plan, so an account whose plan
@@ -149,13 +185,21 @@ class Plan:
         local = datetime.datetime.fromtimestamp(now, self.tzinfo()).replace(tzinfo=None)
         return (local - datetime.timedelta(hours=self.day_reset_hour)).date().isoformat()
 
-    def lot_size(self, phase: int, step: int, balance, loss_per_lot, spec) -> Decimal:
+    def day_start(self, day: str) -> float:
+        """The epoch second trading day `day` (ISO date) starts: its date at
+        `day_reset_hour` on the plan's wall clock."""
+        local = datetime.datetime.fromisoformat(day) + datetime.timedelta(hours=self.day_reset_hour)
+        return local.replace(tzinfo=self.tzinfo()).timestamp()
+
+    def lot_size(self, phase: int, step: int, balance, loss_per_lot, spec) -> Optional[Decimal]:
         """The lot for the next trade at (`phase`, `step`), before any loss
         limit: the step's `lot`, its `multiplier` of the phase's base lot, or
         the volume whose loss at the stop loss is `risk_pct` of `balance` given
         `loss_per_lot` (the loss of one lot at the stop, positive); rounded
-        down to the symbol's volume step and clamped to its limits. Raises
-        `PlanError` if a risk step has no loss per lot to size from."""
+        down to the symbol's volume step and clamped to its limits. A risk
+        lot that rounds below the minimum volume is None (the trade would
+        risk more than the step allows), unless `round_up_to_min_volume`.
+        Raises `PlanError` if a risk step has no loss per lot to size from."""
         chosen = self.step_at(phase, step)
         if chosen.lot is not None:
             return spec.round_volume(chosen.lot)
@@ -166,23 +210,31 @@ class Plan:
         if loss_per_lot <= 0:
             raise PlanError("the stop loss puts nothing at risk, so a risk-based lot cannot be sized")
         at_risk = Decimal(str(balance)) * chosen.risk_pct / 100
-        return spec.round_volume(at_risk / loss_per_lot)
+        wanted = at_risk / loss_per_lot
+        if wanted < spec.volume_min and not self.round_up_to_min_volume:
+            return None
+        return spec.round_volume(wanted)
 
     def action_after(self, phase: int, step: int, result: str) -> str:
         """The action a trade closed with `result` at (`phase`, `step`) takes,
         with `next` on the last step already replaced by `past_max_steps`."""
-        if result not in (PROFIT, LOSS):
-            raise ValueError(f"result must be {PROFIT!r} or {LOSS!r}, not {result!r}")
+        if result not in RESULTS:
+            raise ValueError(f"result must be one of {', '.join(RESULTS)}, not {result!r}")
         phase, step = self.position(phase, step)
         current = self.phases[phase - 1]
         rung = current.steps[step - 1]
-        action = (rung.on_profit or current.on_profit) if result == PROFIT else (rung.on_loss or current.on_loss)
+        if result == PROFIT:
+            action = rung.on_profit or current.on_profit
+        elif result == LOSS:
+            action = rung.on_loss or current.on_loss
+        else:
+            action = rung.on_breakeven or current.on_breakeven
         if action == NEXT and step >= current.last_step:
             action = current.past_max_steps
         return action
 
     def next_position(self, phase: int, step: int, result: str) -> Tuple[int, int]:
-        """Where a trade closed with `result` (``profit`` or ``loss``) at
+        """Where a trade closed with `result` (``profit``, ``loss`` or ``breakeven``) at
         (`phase`, `step`) moves the account on the ladder."""
         action = self.action_after(phase, step, result)
         phase, step = self.position(phase, step)
@@ -229,12 +281,16 @@ def _read(name_or_path: str) -> Tuple[str, str]:
     return resource.read_text(encoding="utf-8"), repr(name_or_path)
 
 
-_PLAN_KEYS = {"name", "description", "after_last_step", "phases", "day_reset_hour", "time_zone"}
-_PHASE_KEYS = {
-    "name", "on_profit", "on_loss", "steps", "max_steps", "past_max_steps", "base_lot", "target_pct",
-    "max_daily_loss_pct", "max_loss_pct", "max_loss_mode", "min_trading_days", "close_on_breach",
+_PLAN_KEYS = {
+    "name", "description", "after_last_step", "phases", "day_reset_hour", "time_zone", "daily_loss_basis",
+    "on_daily_breach", "next_phase_from", "safety_buffer", "safety_buffer_pct", "trailing_lock",
+    "round_up_to_min_volume", "sources",
 }
-_STEP_KEYS = {"lot", "risk_pct", "multiplier", "on_profit", "on_loss"}
+_PHASE_KEYS = {
+    "name", "on_profit", "on_loss", "on_breakeven", "steps", "max_steps", "past_max_steps", "base_lot",
+    "target_pct", "max_daily_loss_pct", "max_loss_pct", "max_loss_mode", "min_trading_days", "close_on_breach",
+}
+_STEP_KEYS = {"lot", "risk_pct", "multiplier", "on_profit", "on_loss", "on_breakeven"}
 _SIZES = ("lot", "risk_pct", "multiplier")
 
 
@@ -254,13 +310,42 @@ def plan_from_dict(document: dict, where: str = "plan") -> Plan:
     if not isinstance(raw_phases, list) or not raw_phases:
         raise PlanError(f"{where}: a plan needs at least one [[phases]] entry")
     phases = tuple(_phase(raw, f"{where} phase {i}", past) for i, raw in enumerate(raw_phases, 1))
+    if "safety_buffer" in document and "safety_buffer_pct" in document:
+        raise PlanError(f"{where}: give safety_buffer (money) or safety_buffer_pct, not both")
     return Plan(
         name=str(document.get("name", where)),
         phases=phases,
         description=str(document.get("description", "")),
         day_reset_hour=hour,
         time_zone=time_zone,
+        daily_loss_basis=_choice(document, "daily_loss_basis", DAILY_BASES, DAY_START, where),
+        on_daily_breach=_choice(document, "on_daily_breach", ON_DAILY_BREACH, PAUSE, where),
+        next_phase_from=_choice(document, "next_phase_from", NEXT_PHASE_FROM, BALANCE, where),
+        safety_buffer=_zero_or_more(document, "safety_buffer", where),
+        safety_buffer_pct=_percent(document, "safety_buffer_pct", where) or Decimal(0),
+        trailing_lock=_flag(document, "trailing_lock", where),
+        round_up_to_min_volume=_flag(document, "round_up_to_min_volume", where),
     )
+
+
+def _choice(table: dict, key: str, allowed, default: str, where: str) -> str:
+    value = table.get(key, default)
+    if value not in allowed:
+        raise PlanError(f"{where}: {key} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _flag(table: dict, key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise PlanError(f"{where}: {key} must be true or false")
+    return value
+
+
+def _zero_or_more(table: dict, key: str, where: str) -> Decimal:
+    if key not in table or table[key] == 0:
+        return Decimal(0)
+    return _positive(table[key], where, key)
 
 
 def _phase(raw, where: str, past: str) -> Phase:
@@ -291,6 +376,7 @@ def _phase(raw, where: str, past: str) -> Phase:
         steps=steps,
         on_profit=_action(raw.get("on_profit", NEXT), where, "on_profit"),
         on_loss=_action(raw.get("on_loss", NEXT), where, "on_loss"),
+        on_breakeven=_action(raw.get("on_breakeven", HOLD), where, "on_breakeven"),
         max_steps=max_steps,
         past_max_steps=_action(raw.get("past_max_steps", past), where, "past_max_steps", PAST_MAX_STEPS),
         base_lot=base_lot,
@@ -315,6 +401,7 @@ def _step(raw, where: str) -> Step:
         multiplier=_positive(raw["multiplier"], where, "multiplier") if "multiplier" in raw else None,
         on_profit=_action(raw["on_profit"], where, "on_profit") if "on_profit" in raw else None,
         on_loss=_action(raw["on_loss"], where, "on_loss") if "on_loss" in raw else None,
+        on_breakeven=_action(raw["on_breakeven"], where, "on_breakeven") if "on_breakeven" in raw else None,
     )
 
 

@@ -30,6 +30,8 @@ def thd_plan_state(conn, account_id: int) -> Optional[PlanState]:
         trading_days=row.trading_days,
         last_trading_day=row.last_trading_day,
         status=row.status,
+        initial_capital=row.initial_capital,
+        day_start_equity=row.day_start_equity,
     )
 
 
@@ -46,6 +48,8 @@ def thd_save_plan_state(conn, account_id: int, state: PlanState, events: Iterabl
         trading_days=state.trading_days,
         last_trading_day=state.last_trading_day,
         status=state.status,
+        initial_capital=state.initial_capital,
+        day_start_equity=state.day_start_equity,
         updated_at=now,
     )
     updated = conn.execute(plan_states.update().where(plan_states.c.account_id == account_id).values(**values))

@@ -170,6 +170,10 @@ plan_states = sa.Table(
     sa.Column("last_trading_day", sa.String(10)),
     sa.Column("status", sa.String(12), nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # the firm's initial capital, and the equity the day started with (NULL in
+    # states stored before 0008: the phase's starting balance, the day's balance)
+    sa.Column("initial_capital", ExactDecimal),
+    sa.Column("day_start_equity", ExactDecimal),
 )
 
 # What moved each account's plan (`tradebot.risk.PlanEvent`): day rollovers,
