@@ -90,6 +90,14 @@ class BrokerContract:
         balance = result(harness.broker.balance())
         assert isinstance(balance, Decimal) and balance == Decimal("10000")
 
+    def test_equity_is_the_balance_with_every_open_positions_floating_profit(self, harness):
+        assert result(harness.broker.equity()) == Decimal("10000")
+        first = result(harness.broker.open_position(wide_order(harness, harness.symbols[0], comment="tb-e1")))
+        second = result(harness.broker.open_position(wide_order(harness, harness.symbols[1], SELL, comment="tb-e2")))
+        floating = sum(result(harness.broker.position(p.ticket)).profit for p in (first, second))
+        balance = result(harness.broker.balance())
+        assert result(harness.broker.equity()) == balance + floating
+
     def test_symbols_have_real_specifications(self, harness):
         for name in harness.symbols:
             spec = result(harness.broker.symbol(name))

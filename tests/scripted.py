@@ -50,6 +50,7 @@ class ScriptedBroker(Broker):
         self.lose_next_close = False  # close the next position but fail the call
         self.refuse_closes = False  # refuse every close, closing nothing
         self.candle_calls = 0
+        self.foreign_floating = Decimal(0)  # positions opened by a person or another program
         self._next_ticket = 1000
 
     def _ask(self, symbol):
@@ -99,6 +100,12 @@ class ScriptedBroker(Broker):
 
     def balance(self):
         return defer.succeed(self._balance)
+
+    def equity(self):
+        """The balance, the floating profit of every position and `foreign_floating`
+        (positions on the account that are not this program's)."""
+        floating = sum((self.position(t).result.profit for t in self.positions), Decimal(0))
+        return defer.succeed(self._balance + floating + self.foreign_floating)
 
     def symbol(self, name):
         return defer.execute(self._spec, name)

@@ -522,3 +522,19 @@ def test_a_terminal_on_no_account_is_logged_in_once_with_the_accounts_password(m
     harness.terminal.come_back()
     harness.clock.advance(5)
     assert harness.backend.available and harness.terminal.login_calls == 1
+
+
+def test_equity_counts_a_position_opened_by_hand_that_is_not_the_programs():
+    harness = Harness()
+    result(harness.broker.tick("EURUSD"))  # in Market Watch
+    tick = harness.terminal.symbol_info_tick("EURUSD")
+    harness.terminal.order_send({  # a person's trade in the terminal
+        "action": 1, "symbol": "EURUSD", "volume": 1.0, "type": 0, "price": tick.ask,
+        "deviation": 20, "magic": 0, "comment": "by hand", "type_filling": 0,
+    })
+    harness.pass_time(30)
+    [by_hand] = harness.terminal.positions_get()
+    assert result(harness.broker.open_positions()) == []  # not the program's...
+    balance = result(harness.broker.balance())
+    assert by_hand.profit != 0
+    assert result(harness.broker.equity()) == balance + Decimal(str(round(by_hand.profit, 2)))  # ...but counted

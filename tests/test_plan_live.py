@@ -211,3 +211,102 @@ def test_a_refused_close_is_not_asked_again_and_the_trade_stays_watched(inline_s
     rig.clock.advance(MONITOR_INTERVAL)
     [completed] = completions(client.take())
     assert completed["data"]["profit"] == -200.0 and rig.broker.closes == [position.ticket]
+
+
+# -- measured as the firms measure, live -------------------------------------------------------
+
+DAILY_5PCT = '[[phases]]\nmax_daily_loss_pct = 5\non_loss = "hold"\non_profit = "hold"\nsteps = [{ lot = 1 }]\n'
+
+
+def walk_to(rig, when):
+    """Move the clock to `when` a second at a time, as the reactor's own
+    clock moves (one big step would run every loop late, at its end)."""
+    while rig.clock.seconds() + 1 <= when:
+        rig.clock.advance(1)
+    rig.clock.advance(when - rig.clock.seconds())
+
+
+def open_sell(rig, client):
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert client.take()[-1] == messages.trade_placed("EURUSD")
+
+
+def test_a_new_day_starts_from_the_balance_and_equity_read_at_the_reset_instant(inline_store, tmp_path):
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "daily", DAILY_5PCT))
+    client = rig.stream()
+    client.take()
+    rig.clock.advance(DAY - 120 - rig.clock.seconds())
+    open_sell(rig, client)  # SELL 1.00 at 1.08500, stop 1.08700
+    rig.broker.set_bid("EURUSD", "1.08650")  # the ask 1.08660: 160 down at midnight
+    walk_to(rig, DAY + 0.5)  # the reset timer reads the account at 00:00
+    rig.broker.set_bid("EURUSD", "1.08700")  # 00:00:30: the stop fills, 200 lost
+    walk_to(rig, DAY + 30)
+    assert messages.TRADE_COMPLETED in [m["message"] for m in client.take()]
+    state = inline_store.run(thd_plan_state, rig.account.id).result
+    # the day began at 10,000 with equity 9,840, not at the 9,800 seen after the stop
+    assert (state.day, state.day_start_balance, state.day_start_equity) == ("1970-01-02", Decimal(10000), Decimal(9840))
+    [rollover] = [e for e in inline_store.run(thd_plan_events, rig.account.id).result if e.kind == DAY_ROLLOVER]
+    assert rollover.at == DAY
+
+
+def test_without_the_reset_reading_the_days_start_is_the_balance_less_what_closed_since(inline_store, tmp_path):
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "daily", DAILY_5PCT))
+    client = rig.stream()
+    client.take()
+    rig.clock.advance(DAY - 120 - rig.clock.seconds())
+    open_sell(rig, client)
+    rig.session.stopService()  # the server is down over midnight
+    rig.clock.advance(DAY - rig.clock.seconds() + 30)
+    rig.broker.set_bid("EURUSD", "1.08700")  # 00:00:30: the stop fills while it is down
+    rig.clock.advance(30)
+    rig.session = rig.new_session()  # 00:01: back; the close is found and completed
+    rig.clock.advance(MONITOR_INTERVAL)
+    state = inline_store.run(thd_plan_state, rig.account.id).result
+    assert (state.day, state.day_start_balance) == ("1970-01-02", Decimal(10000))  # 9,800 + the 200 lost since
+    assert inline_store.account_by_name("alice").result.balance == Decimal(9800)
+
+
+def test_equity_counts_positions_on_the_account_that_are_not_the_programs(inline_store, tmp_path):
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "tight", ONE_LOT_DAILY_1PCT))
+    client = rig.stream()
+    client.take()
+    rig.broker.foreign_floating = Decimal(-150)  # a trade opened by hand, 150 down: equity 9,850
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    rig.clock.advance(SIGNAL_INTERVAL)
+    assert client.take()[-1] == messages.trade_skipped(
+        "EURUSD", "the daily loss limit was reached; trading resumes next day"
+    )
+    assert rig.broker.orders == []
+
+
+def test_a_second_trade_leaves_room_for_the_first_ones_stop(inline_store, tmp_path):
+    rig = Rig(inline_store, plan=plan_file(tmp_path, "daily", DAILY_5PCT))
+    inline_store.update_account("alice", {"max_open_trades": 2})
+    rig.session.stopService()
+    rig.session = rig.new_session()
+    client = rig.stream()
+    client.take()
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    rig.strategy.queue("XAUUSD", Signal(SELL, Decimal("5.00"), Decimal("10.00")))  # 500 a lot at its stop
+    rig.clock.advance(SIGNAL_INTERVAL)
+    first, second = rig.broker.orders
+    assert first.volume == Decimal("1.00")
+    # 500 of room (5% of 10,000) from equity 9,990, less the 190 the first would
+    # still lose at its stop: 300, so 0.60 lot, not 0.98
+    assert (second.symbol, second.volume) == ("XAUUSD", Decimal("0.60"))
+
+
+def test_a_trade_closed_at_zero_is_a_loss_to_the_client_and_a_breakeven_to_the_ladder(inline_store, tmp_path):
+    two = '[[phases]]\non_loss = "next"\non_profit = "reset"\nsteps = [{ lot = 1 }, { lot = 2 }]\n'
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "two", two))
+    client = rig.stream()
+    client.take()
+    open_sell(rig, client)
+    rig.broker.set_bid("EURUSD", "1.08490")  # the ask is back at the entry, 1.08500
+    [ticket] = rig.broker.positions
+    rig.broker.close_position(ticket)  # closed by hand at zero
+    rig.clock.advance(MONITOR_INTERVAL)
+    [done] = [m["data"] for m in client.take() if m["message"] == messages.TRADE_COMPLETED]
+    assert (done["profit"], done["result"]) == (0.0, "loss")  # the seed's contract
+    assert (done["current_phase"], done["current_step"]) == (1, 1)  # on_breakeven: hold, not next

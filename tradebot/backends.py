@@ -52,7 +52,7 @@ class UnavailableBroker(Broker):
     def _fail(self, *args, **kwargs):
         return defer.fail(BrokerUnavailable(self.unavailable_reason))
 
-    balance = symbol = tick = candles = calc_profit = open_position = close_position = _fail
+    balance = equity = symbol = tick = candles = calc_profit = open_position = close_position = _fail
     position = closed_position = find_by_comment = open_positions = _fail
 
 

@@ -196,6 +196,12 @@ class Broker:
         """Deferred[Decimal]: the account balance in account money."""
         raise NotImplementedError
 
+    def equity(self):
+        """Deferred[Decimal]: the account's equity in account money: its
+        balance with the floating result of every position open on the
+        account, this program's or not (a prop firm counts them all), to cents."""
+        raise NotImplementedError
+
     def symbol(self, name: str):
         """Deferred[SymbolSpec]; fails with `UnknownSymbol`."""
         raise NotImplementedError

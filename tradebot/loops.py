@@ -58,7 +58,8 @@ from tradebot.broker import (
     Position,
     to_cents,
 )
-from tradebot.plan import PlanError
+from tradebot import plan as planfile
+from tradebot.plan import TRAILING, PlanError
 from tradebot.planlive import PlanKeeper
 from tradebot.records import Account, TradeRecord
 from tradebot.strategies import StopsRejected
@@ -220,6 +221,7 @@ class AccountSession(Service):
         def _loaded(_):
             self._ready = True
             self._update_loops()
+            self._arm_reset()
             return self
 
         def _failed(failure):
@@ -282,6 +284,7 @@ class AccountSession(Service):
         being stored) has finished, or after `STOP_WAIT` seconds. Live trades
         stay recorded for the next start."""
         super().stopService()
+        self._plan.disarm()
         self._broker.unwatch(self._broker_changed)
         self._store.health.unwatch(self._store_changed)
         self._signal_loop.stop()
@@ -572,11 +575,12 @@ class AccountSession(Service):
                 signal.side, symbol, Decimal(1), entry, stop_loss
             )
             balance, equity = await self._balance_and_equity()
+            open_risk = await self._open_risk()
             await self._plan.lock.acquire()
             try:
                 await self._plan.ensure(balance, account.phase, account.step)
                 state = await self._plan.update(balance, equity, len(self._trades))
-                entry = self._plan.entry(balance, equity, Decimal(loss_per_lot), spec)
+                entry = self._plan.entry(balance, equity, Decimal(loss_per_lot), spec, open_risk)
             finally:
                 self._plan.lock.release()
         except (BrokerUnavailable, StopsRejected) as e:
@@ -795,11 +799,15 @@ class AccountSession(Service):
 
     async def _complete_locked(self, trade: TradeRecord, closed: ClosedPosition):
         account = self.account
+        # the client's result is the seed's: a close at exactly zero is a loss;
+        # the plan's ladder tells a breakeven apart
         result = records.PROFIT if closed.profit > 0 else records.LOSS
-        balance = to_cents(await self._broker.balance())
+        plan_result = planfile.PROFIT if closed.profit > 0 else planfile.LOSS if closed.profit < 0 else planfile.BREAKEVEN
+        balance, equity = await self._balance_and_equity()
+        balance = to_cents(balance)
         await self._plan.ensure(balance, account.phase, account.step)
         still_open = len([t for t in self._trades if t != trade.id])
-        plan_state, plan_events = self._plan.closed(result, balance, still_open)
+        plan_state, plan_events = await self._plan.closed(plan_result, balance, equity, still_open, closed)
         phase, step = plan_state.phase, plan_state.step
         payload = messages.trade_completed(
             trade.id,
@@ -854,11 +862,37 @@ class AccountSession(Service):
     # -- the plan ----------------------------------------------------------------
 
     async def _balance_and_equity(self):
-        """The broker's balance, and the equity: the balance with the floating
-        result of every open position."""
+        """The broker's balance, and the account's equity: the balance with
+        the floating result of every position on the account (a person's or
+        another program's too, as a prop firm counts them)."""
         balance = await self._broker.balance()
-        positions = await self._broker.open_positions()
-        return balance, balance + sum((p.profit for p in positions), Decimal(0))
+        return balance, await self._broker.equity()
+
+    async def _open_risk(self) -> Decimal:
+        """What the trades open now would still lose if each reached its
+        stop loss: from each one's floating result to its result at the stop."""
+        if not any(t.status == records.OPEN for t in self._trades.values()):
+            return Decimal(0)
+        mine = {t.ticket for t in self._trades.values() if t.ticket is not None}
+        risk = Decimal(0)
+        for position in await self._broker.open_positions():
+            if position.ticket not in mine:
+                continue
+            at_stop = await self._broker.calc_profit(
+                position.side, position.symbol, position.volume, position.open_price, position.stop_loss
+            )
+            risk += max(Decimal(0), position.profit - to_cents(at_stop))
+        return risk
+
+    def _arm_reset(self) -> None:
+        """Have the plan read the account at each trading day's reset instant,
+        when its limits count from the day's start."""
+        try:
+            plan = self._plans(self.account.plan)
+        except PlanError:
+            return  # logged where the plan is used
+        if any(p.max_daily_loss_pct is not None or p.max_loss_mode == TRAILING for p in plan.phases):
+            self._plan.arm(self._balance_and_equity, self._plan_update)
 
     async def _plan_update(self) -> bool:
         """Bring the plan state up to date (day rollover, breaches, target)

@@ -607,6 +607,16 @@ class PaperBroker(Broker):
         """Deferred[Decimal]: the balance after every close up to now, once saved."""
         return self._told(lambda: self._balance)
 
+    def equity(self):
+        """Deferred[Decimal]: the balance with the floating profit of every
+        open position, once saved."""
+
+        def _equity():
+            floating = sum((self.market.current(p).profit for p in self.positions.values()), Decimal(0))
+            return to_cents(self._balance + floating)
+
+        return self._told(_equity)
+
     def symbol(self, name):
         """Deferred[SymbolSpec]; fails with `UnknownSymbol`."""
         return defer.execute(self.market.spec, name)

@@ -10,8 +10,15 @@ order (`save`), and with each result (in its transaction). A state started
 afresh and moved by nothing yet is not written: it is the same when started
 again. One the store could not take stays in memory, marked unsaved, and is
 stored at the next of those.
+
+A new trading day starts from what the account held at the reset instant: a
+timer reads the balance and the equity then (`arm`); when it could not (the
+server was down, the broker away), the balance then is worked out as the
+balance now less the results of the trades closed since the reset (the stored
+ones, and the one being completed), its equity taken as that balance.
 """
 
+import datetime
 from decimal import Decimal
 from typing import Callable, List, Optional, Tuple
 
@@ -19,7 +26,7 @@ import attrs
 from twisted.internet import defer
 
 from tradebot.dbfaults import DatabaseFault
-from tradebot.planstore import thd_plan_events, thd_plan_state, thd_save_plan_state
+from tradebot.planstore import thd_plan_events, thd_plan_state, thd_results_since, thd_save_plan_state
 from tradebot.risk import Entry, PlanEngine, PlanEvent, PlanState
 
 
@@ -36,6 +43,8 @@ class PlanKeeper:
         self.state: Optional[PlanState] = None
         self._saved: Optional[PlanState] = None
         self._unsaved: List[PlanEvent] = []
+        self._read_at_reset: Optional[tuple] = None  # (reset instant, balance, equity) the timer read
+        self._timer = None
 
     @property
     def engine(self) -> PlanEngine:
@@ -62,15 +71,62 @@ class PlanKeeper:
 
     async def update(self, balance, equity, open_trades: int) -> PlanState:
         """Apply `PlanEngine.update` now; store the state if it changed."""
-        new, events = self.engine.update(self.state, balance, equity, self._clock.seconds(), open_trades)
+        at_reset = await self._at_reset(balance)
+        new, events = self.engine.update(self.state, balance, equity, self._clock.seconds(), open_trades, at_reset)
         self._apply(new, events)
         if self._unsaved:
             await self._save()
         return self.state
 
-    def entry(self, balance, equity, loss_per_lot, spec) -> Entry:
+    def entry(self, balance, equity, loss_per_lot, spec, open_risk=Decimal(0)) -> Entry:
         """`PlanEngine.entry` on the current state, now."""
-        return self.engine.entry(self.state, balance, equity, loss_per_lot, spec, self._clock.seconds())
+        return self.engine.entry(self.state, balance, equity, loss_per_lot, spec, self._clock.seconds(), open_risk)
+
+    async def _at_reset(self, balance, closing=None) -> Optional[tuple]:
+        """(balance, equity) at the instant the current trading day began, if
+        it began after the state's day (else None): what the reset timer read
+        then, or the balance now less the results of the trades closed since
+        (`closing`, a `ClosedPosition` not stored yet, among them)."""
+        plan = self.engine.plan
+        day = plan.day_of(self._clock.seconds())
+        if self.state is None or day <= self.state.day:
+            return None
+        reset = plan.day_start(day)
+        if self._read_at_reset is not None and self._read_at_reset[0] == reset:
+            return self._read_at_reset[1:]
+        since = await self._store.run(thd_results_since, self._account_id, reset)
+        if closing is not None and closing.closed_at > reset:
+            since += closing.profit
+        at = Decimal(balance) - since
+        return at, at
+
+    def arm(self, look, then) -> None:
+        """At each trading day's reset instant, read the account's (balance,
+        equity) with ``look()`` (a Deferred or coroutine), keep them as the new
+        day's start, and call ``then()`` (which brings the plan up to date).
+        Failures are logged; the next reset is armed regardless."""
+        self.disarm()
+        now = self._clock.seconds()
+        plan = self.engine.plan
+        tomorrow = datetime.date.fromisoformat(plan.day_of(now)) + datetime.timedelta(days=1)
+        next_reset = plan.day_start(tomorrow.isoformat())
+        self._timer = self._clock.callLater(next_reset - now, self._reset_reached, next_reset, look, then)
+
+    def disarm(self) -> None:
+        """Stop the reset timer."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _reset_reached(self, reset: float, look, then) -> None:
+        async def read():
+            balance, equity = await look()
+            self._read_at_reset = (reset, Decimal(balance), Decimal(equity))
+            await then()
+
+        d = defer.ensureDeferred(read())
+        d.addErrback(lambda f: self._log.failure("reading the account at the day's reset failed", f))
+        d.addBoth(lambda _: self.arm(look, then))
 
     async def opened(self) -> None:
         """A trade opened now: count the trading day, and store it."""
@@ -82,10 +138,14 @@ class PlanKeeper:
         """Store the state now if it is not stored; raises `DatabaseFault`."""
         await self._save(quiet=False)
 
-    def closed(self, result: str, balance, open_trades: int) -> Tuple[PlanState, List[PlanEvent]]:
-        """The state and events a trade closed now with `result` leads to,
-        with any events not stored yet; not applied until `stored`."""
-        new, events = self.engine.closed(self.state, result, balance, self._clock.seconds(), open_trades)
+    async def closed(self, result: str, balance, equity, open_trades: int, closing) -> Tuple[PlanState, List[PlanEvent]]:
+        """The state and events a trade (`closing`, a `ClosedPosition`)
+        closed with `result` leads to, judged on `equity`, with any events
+        not stored yet; not applied until `stored`."""
+        at_reset = await self._at_reset(balance, closing)
+        new, events = self.engine.closed(
+            self.state, result, balance, self._clock.seconds(), open_trades, equity=equity, at_reset=at_reset
+        )
         self._log_events(events)
         return new, self._unsaved + events
 

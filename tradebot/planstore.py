@@ -7,12 +7,14 @@ An account's ``phase`` and ``step`` columns are kept equal to its plan state's,
 so older readers of the account see the same place.
 """
 
+from decimal import Decimal
 from typing import Iterable, List, Optional
 
 import sqlalchemy as sa
 
+from tradebot import records
 from tradebot.risk import PlanEvent, PlanState
-from tradebot.schema import accounts, plan_events, plan_states
+from tradebot.schema import accounts, plan_events, plan_states, trades
 
 
 def thd_plan_state(conn, account_id: int) -> Optional[PlanState]:
@@ -79,3 +81,14 @@ def thd_plan_events(conn, account_id: int, limit: Optional[int] = None) -> List[
     rows = list(conn.execute(query))
     rows.reverse()
     return [PlanEvent(r.kind, r.at, r.phase, r.step, r.balance, r.equity, r.detail) for r in rows]
+
+
+def thd_results_since(conn, account_id: int, since: float) -> Decimal:
+    """The sum of the results of the account's trades that closed after
+    epoch second `since` (0 if none)."""
+    rows = conn.execute(
+        sa.select(trades.c.profit).where(
+            trades.c.account_id == account_id, trades.c.status == records.CLOSED, trades.c.closed_at > since
+        )
+    ).scalars()
+    return sum((Decimal(p) for p in rows if p is not None), Decimal(0))

@@ -136,6 +136,11 @@ class MT5Broker(Broker):
         """Deferred[Decimal]: the terminal account's balance, to cents."""
         return defer.ensureDeferred(self.backend.balance())
 
+    def equity(self):
+        """Deferred[Decimal]: the terminal account's equity (``account_info``),
+        every position on the account counted, to cents."""
+        return defer.ensureDeferred(self.backend.equity())
+
     def symbol(self, name):
         """Deferred[SymbolSpec] of a symbol, selected in Market Watch."""
         return defer.ensureDeferred(self.backend.spec(name))
@@ -588,6 +593,11 @@ class MT5Backend(BrokerBackend):
         """The trading account's balance, to cents."""
         account = await self._call("account_info")
         return to_cents(account["balance"])
+
+    async def equity(self) -> Decimal:
+        """The trading account's equity, every position on it counted, to cents."""
+        account = await self._call("account_info")
+        return to_cents(account["equity"])
 
     # -- orders ----------------------------------------------------------------
 
