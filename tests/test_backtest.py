@@ -128,10 +128,10 @@ def test_a_gap_through_the_stop_counts_its_whole_loss_against_the_plans_limits()
     seen = []
 
     class Watching(PlanEngine):
-        def update(self, state, balance, equity, now, open_trades):
+        def update(self, state, balance, equity, now, open_trades, at_reset=None):
             if open_trades:
                 seen.append(equity - balance)
-            return super().update(state, balance, equity, now, open_trades)
+            return super().update(state, balance, equity, now, open_trades, at_reset)
 
     spec = attrs.evolve(EURUSD, spread=10)
     backtest(series_bars(rows), strategy_from_name(STRATEGY), Watching(load_plan("fixed")), spec, Decimal("10000"))
@@ -224,17 +224,17 @@ class BreachingEngine(PlanEngine):
         super().__init__(plan)
         self.updates = []
 
-    def update(self, state, balance, equity, now, open_trades):
+    def update(self, state, balance, equity, now, open_trades, at_reset=None):
         self.updates.append((now, balance, equity, open_trades))
-        return super().update(state, balance, equity, now, open_trades)
+        return super().update(state, balance, equity, now, open_trades, at_reset)
 
     def entry(self, state, balance, equity, loss_per_lot, spec, now):
         if state.status == "failed":
             return Entry(None, "the plan failed")
         return super().entry(state, balance, equity, loss_per_lot, spec, now)
 
-    def closed(self, state, result, balance, now, open_trades=0):
-        state, events = super().closed(state, result, balance, now, open_trades)
+    def closed(self, state, result, balance, now, open_trades=0, **given):
+        state, events = super().closed(state, result, balance, now, open_trades, **given)
         if result == LOSS:
             state = attrs.evolve(state, status="failed")
             events = events + [PlanEvent("max_loss_breach", now, state.phase, state.step, balance, balance, "lost once")]
@@ -258,3 +258,33 @@ def test_the_plan_engine_is_given_the_worst_equity_and_its_breaches_and_skips_co
     assert (summary.status, summary.skipped) == ("failed", 0)
     assert summary.breaches == ("2024-01-01 00:08 max_loss_breach: lost once",)
     assert "breaches: 1\n  2024-01-01 00:08 max_loss_breach: lost once\n" in summary_text(summary)
+
+
+def test_the_backtester_converts_a_loss_at_the_stop_as_the_paper_market_does():
+    from tradebot.backtest.engine import account_profit
+    from tradebot.broker import BUY as B
+    from tradebot.paper import CATALOG as C, PaperMarket
+
+    from twisted.internet.task import Clock
+
+    market = PaperMarket(Clock())
+    args = (B, Decimal("1"), Decimal("151.512"), Decimal("150.012"))
+    backtested = account_profit(C["USDJPY"], *args)
+    assert backtested == market.profit(args[0], "USDJPY", *args[1:])
+    assert backtested.quantize(Decimal("0.01")) == Decimal("-999.92")
+
+
+def test_a_day_that_begins_while_a_trade_is_open_starts_from_the_reset_instants_balance():
+    # the BUY of bar 4 stays open over midnight UTC and closes at its stop after it
+    rows = [(1.1000, 1.1000, 1.1000, 1.1000)] * 3 + [(1.0990, 1.1000, 1.0990, 1.1000)]
+    rows += [(1.1002, 1.1010, 1.0995, 1.1005)] + [(1.1005, 1.1010, 1.1000, 1.1005)] * 3
+    rows += [(1.1005, 1.1006, 1.0970, 1.0975)]  # the first bar after midnight reaches the stop
+    start = 1_704_153_600.0 - 60 * 8  # bar 8 opens at midnight
+    bars = series_bars(rows, start=start)
+    daily = {"name": "d", "time_zone": "UTC", "phases": [{"max_daily_loss_pct": 5, "steps": [{"lot": 0.01}]}]}
+    result = run(bars, plan=plan_from_dict(daily))
+    [trade] = result.trades
+    assert (trade.reason, trade.close_time) == ("sl", start + 60 * 8)
+    [rollover] = [e for e in result.events if e.kind == "day_rollover"]
+    assert rollover.balance == Decimal("10000")  # before the stop's loss, not 9,998
+    assert result.state.day_start_balance == Decimal("10000")

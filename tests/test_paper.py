@@ -155,11 +155,14 @@ def test_a_take_profit_fills_at_the_first_tick_past_its_level_for_gold(harness):
     assert result(harness.broker.balance()) == Decimal("10000") + closed.profit
 
 
-def test_a_yen_profit_is_converted_to_dollars(harness):
+def test_a_yen_profit_is_converted_at_the_close_price_the_rate_when_it_closes(harness):
     profit = result(harness.broker.calc_profit(BUY, "USDJPY", Decimal("1"), Decimal("150.000"), Decimal("150.100")))
-    rate = result(harness.broker.tick("USDJPY")).bid
-    # 0.100 x 100,000 = 10,000 yen, at the USDJPY bid
-    assert profit == Decimal("10000.000") / rate
+    # 0.100 x 100,000 = 10,000 yen, at 150.100 yen a dollar
+    assert profit == Decimal("10000.000") / Decimal("150.100")
+    # the loss at a stop converts at the stop's price, whatever the market says now
+    assert result(harness.broker.tick("USDJPY")).bid != Decimal("150.012")
+    at_stop = result(harness.broker.calc_profit(BUY, "USDJPY", Decimal("1"), Decimal("151.512"), Decimal("150.012")))
+    assert at_stop.quantize(Decimal("0.01")) == Decimal("-999.92")  # not -990.10 at 151.50
 
 
 def test_an_open_position_reports_its_floating_profit(harness):

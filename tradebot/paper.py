@@ -117,6 +117,25 @@ def profit_in_quote(spec: SymbolSpec, side: str, volume, price_open, price_close
     return difference * spec.contract_size * Decimal(str(volume))
 
 
+def profit_in_account(spec: SymbolSpec, side: str, volume, price_open, price_close, rate=None) -> Decimal:
+    """What `volume` lots make from `price_open` to `price_close` in the
+    account currency (USD), unrounded: the one conversion rule the paper
+    market and the backtester share. A USD profit is as it is; the profit of
+    a USDxxx symbol (in its quote currency) is converted at `price_close`,
+    which is the rate at the moment it closes (for a loss at the stop, the
+    stop's price: BUY USDJPY 151.512, stop 150.012, one lot loses 999.92,
+    not the 990.10 today's 151.50 would say); any other currency at `rate`
+    (dollars per unit now), ValueError without one."""
+    raw = profit_in_quote(spec, side, volume, price_open, price_close)
+    if spec.profit_currency == ACCOUNT_CURRENCY:
+        return raw
+    if spec.name == ACCOUNT_CURRENCY + spec.profit_currency:
+        return raw / Decimal(str(price_close))
+    if rate is None:
+        raise ValueError(f"{spec.name}: no rate to convert {spec.profit_currency} to {ACCOUNT_CURRENCY}")
+    return raw * Decimal(rate)
+
+
 def required_margin(spec: SymbolSpec, volume: Decimal, price: Decimal, leverage: Decimal) -> Decimal:
     """Margin in USD for `volume` lots at `price` and `leverage`: the
     position's value in its base currency (USD for XXXUSD, else the quote
@@ -362,10 +381,13 @@ class PaperMarket:
 
     def profit(self, side: str, name: str, volume, price_open, price_close) -> Decimal:
         """What `volume` lots make from `price_open` to `price_close`, in USD,
-        unrounded: price difference x contract size x volume, converted."""
+        unrounded: price difference x contract size x volume, converted by
+        `profit_in_account` (a cross at today's rate)."""
         spec = self.spec(name)
-        raw = profit_in_quote(spec, side, volume, price_open, price_close)
-        return self.to_account_currency(raw, spec.profit_currency)
+        rate = None
+        if spec.profit_currency != ACCOUNT_CURRENCY and spec.name != ACCOUNT_CURRENCY + spec.profit_currency:
+            rate = self.to_account_currency(Decimal(1), spec.profit_currency)
+        return profit_in_account(spec, side, volume, price_open, price_close, rate)
 
     # -- positions -------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from tradebot import plan as plans
 from tradebot.backtest.bars import Bars
 from tradebot.backtest.screens import screen
 from tradebot.broker import BUY, SymbolSpec, to_cents
-from tradebot.paper import ACCOUNT_CURRENCY, profit_in_quote, required_margin
+from tradebot.paper import ACCOUNT_CURRENCY, profit_in_account, required_margin
 from tradebot.risk import COMPLETED, FAILED
 from tradebot.strategies import StopsRejected
 
@@ -100,15 +100,16 @@ class Result:
 
 
 def account_profit(spec: SymbolSpec, side: str, volume, price_open, price_close) -> Decimal:
-    """Unrounded profit in the account currency (USD). A profit currency
-    other than USD is converted at the close price, which only a USDxxx
-    symbol gives; anything else raises ValueError."""
-    raw = profit_in_quote(spec, side, volume, price_open, price_close)
-    if spec.profit_currency == ACCOUNT_CURRENCY:
-        return raw
-    if spec.name.startswith(ACCOUNT_CURRENCY):
-        return raw / Decimal(str(price_close))
-    raise ValueError(f"{spec.name}: profit in {spec.profit_currency} cannot be converted to {ACCOUNT_CURRENCY} from its own bars")
+    """Unrounded profit in the account currency (USD), by the paper market's
+    rule (`tradebot.paper.profit_in_account`): a USDxxx symbol's converted at
+    the close price; a cross, which its own bars cannot convert, raises
+    ValueError."""
+    try:
+        return profit_in_account(spec, side, volume, price_open, price_close)
+    except ValueError:
+        raise ValueError(
+            f"{spec.name}: profit in {spec.profit_currency} cannot be converted to {ACCOUNT_CURRENCY} from its own bars"
+        )
 
 
 def backtest(
@@ -206,13 +207,26 @@ def backtest(
                 worst_at, worst_price = exit_bar, close_price
         else:
             worst_at, worst_price = _worst(bars, i, exit_bar, signal.side, spread_float, spec, stop_loss)
-        floating = to_cents(account_profit(spec, signal.side, lot, entry_price, worst_price))
-        state, happened = engine.update(state, balance, balance + floating, float(bars.time[worst_at]), 1)
-        events.extend(happened)
+        looks = [(float(bars.time[worst_at]), balance + to_cents(
+            account_profit(spec, signal.side, lot, entry_price, worst_price)), None)]
+        # a trading day that began while the trade was open starts from what
+        # the account held at its reset instant: this balance, and the equity
+        # at the open of the day's first bar (as the live reset timer reads it)
+        close_day = engine.plan.day_of(close_time)
+        if close_day > state.day:
+            reset = engine.plan.day_start(close_day)
+            first = min(int(np.searchsorted(bars.time, reset)), exit_bar)
+            bid = spec.round_price(bars.open[first])
+            equity = balance + to_cents(account_profit(
+                spec, signal.side, lot, entry_price, bid if signal.side == BUY else bid + spread_price))
+            looks.append((reset, equity, (balance, equity)))
+        for when, equity, at_reset in sorted(looks, key=lambda look: look[0]):
+            state, happened = engine.update(state, balance, equity, when, 1, at_reset=at_reset)
+            events.extend(happened)
         commission = to_cents(commission_per_lot * lot)
         profit = to_cents(account_profit(spec, signal.side, lot, entry_price, close_price)) - commission
         balance = to_cents(balance + profit)
-        result = plans.PROFIT if profit > 0 else plans.LOSS
+        result = plans.PROFIT if profit > 0 else plans.LOSS if profit < 0 else plans.BREAKEVEN
         trades.append(
             Trade(
                 number=len(trades) + 1,
