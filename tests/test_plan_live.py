@@ -310,3 +310,32 @@ def test_a_trade_closed_at_zero_is_a_loss_to_the_client_and_a_breakeven_to_the_l
     [done] = [m["data"] for m in client.take() if m["message"] == messages.TRADE_COMPLETED]
     assert (done["profit"], done["result"]) == (0.0, "loss")  # the seed's contract
     assert (done["current_phase"], done["current_step"]) == (1, 1)  # on_breakeven: hold, not next
+
+
+def test_the_operators_plan_change_is_applied_by_the_running_session_at_its_next_check(inline_store, tmp_path, capsys):
+    from tradebot.cli import main as admin
+    from tradebot.risk import FAILED, PLAN_SET
+
+    tight = '[[phases]]\nmax_loss_pct = 1\non_loss = "hold"\nsteps = [{ lot = 1 }]\n'
+    rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "loose", ONE_LOT))
+    client = rig.stream()
+    client.take()
+    lose_one_lot(rig, client)  # 200 lost under a plan with no limit...
+    inline_store.update_account("alice", {"plan": plan_file(tmp_path, "tight", tight)})
+    rig.clock.advance(SIGNAL_INTERVAL)  # ...then one whose 9,900 floor that loss broke: the phase fails
+    assert inline_store.run(thd_plan_state, rig.account.id).result.status == FAILED
+    url = str(inline_store.engine.url)
+    assert admin(["--db", url, "account", "plan", "alice", "--restart", "--initial-capital", "20000",
+                  "--reference-balance", "9800"]) == 0
+    assert "queued: initial capital 20000, reference balance 9800, restart" in capsys.readouterr().out
+    assert admin(["--db", url, "account", "show", "alice"]) == 0
+    assert "queued, not applied yet" in capsys.readouterr().out
+    rig.strategy.queue("EURUSD", SELL_EURUSD)
+    rig.clock.advance(SIGNAL_INTERVAL)  # the session sees the change, applies it, and trades again
+    assert client.take()[-1] == messages.trade_placed("EURUSD")
+    state = inline_store.run(thd_plan_state, rig.account.id).result
+    assert (state.status, state.initial_capital, state.phase_start_balance) == ("active", Decimal(20000), Decimal(9800))
+    [event] = [e for e in inline_store.run(thd_plan_events, rig.account.id).result if e.kind == PLAN_SET]
+    assert "phase restarted" in event.detail
+    assert admin(["--db", url, "account", "show", "alice"]) == 0
+    assert "queued, not applied yet" not in capsys.readouterr().out

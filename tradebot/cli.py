@@ -180,14 +180,14 @@ def check_known_symbols(symbols: Iterable[str], broker_url: str) -> None:
         )
 
 
-def parse_balance(text: str) -> Decimal:
+def parse_balance(text: str, option: str = "--balance") -> Decimal:
     """`text` as a positive, finite Decimal; raises `CommandError`."""
     try:
         value = Decimal(text.strip())
     except InvalidOperation:
-        raise CommandError(f"--balance: {text!r} is not a number")
+        raise CommandError(f"{option}: {text!r} is not a number")
     if not value.is_finite() or value <= 0:
-        raise CommandError(f"--balance: {text!r} is not a positive amount")
+        raise CommandError(f"{option}: {text!r} is not a positive amount")
     return value
 
 
@@ -413,9 +413,11 @@ def _show_plan(store, account) -> None:
     balance, the headroom left under each limit at the stored balance, the
     target, and the history of plan events."""
     from tradebot.plan import PlanError, load_plan
-    from tradebot.planstore import thd_plan_events, thd_plan_state
+    from tradebot.planstore import thd_pending_plan_changes, thd_plan_events, thd_plan_state
     from tradebot.risk import PlanEngine
 
+    for _, changes in store.run(thd_pending_plan_changes, account.id):
+        print(f"{'plan change:':17}queued, not applied yet: {json.dumps(changes)}")
     state = store.run(thd_plan_state, account.id)
     if state is None:
         print(f"{'plan state:':17}none yet (it starts at the account's first signal check)")
@@ -436,8 +438,9 @@ def _show_plan(store, account) -> None:
     fields = [
         ("plan status", f"{state.status}, phase {state.phase} ({phase.name}) step {state.step}"),
         ("trading day", f"{state.day} (starts {plan.day_reset_hour:02d}:00 {plan.time_zone})"),
-        ("day start", _cents(state.day_start_balance)),
-        ("phase start", _cents(state.phase_start_balance)),
+        ("day start", f"{_cents(state.day_start_balance)} (equity {_cents(state.day_start_equity)})"),
+        ("initial capital", _cents(state.initial_capital)),
+        ("phase start", f"{_cents(state.phase_start_balance)} (the broker balance standing for the initial capital)"),
         ("daily headroom", limit(room.daily, engine.daily_floor(state))),
         ("total headroom", limit(room.overall, engine.overall_floor(state))),
         ("target", "none" if target is None else _cents(target)),
@@ -494,6 +497,19 @@ def cmd_account_set(args, store) -> int:
             "alerts go to POST /webhook/SECRET, any former secret no longer works):",
             secret,
         )
+    return 0
+
+
+def cmd_account_plan(args, store) -> int:
+    """Queue the operator's change to the account's plan state and say when
+    it takes effect."""
+    from tradebot.planstore import thd_queue_plan_change
+
+    account = _existing(store, args.name)
+    store.run(thd_queue_plan_change, account.id, args.changes, time.time())
+    shown = ", ".join(f"{k.replace('_', ' ')} {v}" if v is not True else k for k, v in args.changes.items())
+    print(f"account {account.name}: queued: {shown}")
+    print("the server applies it at the account's next signal check, or when its session starts")
     return 0
 
 
@@ -807,6 +823,19 @@ def build_parser() -> argparse.ArgumentParser:
         "reencrypt",
         help=f"encrypt every stored broker password again under the first key of ${credentials.KEY_ENV}",
     )
+    plan = acts.add_parser(
+        "plan",
+        help="set where the account stands in its plan (phase, initial capital, reference balance, restart)",
+        description="Queue a change to the account's plan state; its session applies it at its next signal "
+        "check (or when it starts). A prop-firm challenge's money is counted from the firm's initial capital: "
+        "--reference-balance is the broker balance that stands for it (the new account's balance, when the "
+        "firm gives one for the next phase).",
+    )
+    plan.add_argument("name")
+    plan.add_argument("--phase", metavar="N", help="move to phase N, step 1, its trading days from 0")
+    plan.add_argument("--initial-capital", metavar="AMOUNT", help="the firm's account size its percentages are of")
+    plan.add_argument("--reference-balance", metavar="AMOUNT", help="the broker balance standing for it")
+    plan.add_argument("--restart", action="store_true", help="a failed (or completed) phase trades again")
 
     trades = commands.add_parser("trades", help="list recorded trades")
     trades.add_argument("name", nargs="?")
@@ -863,6 +892,19 @@ def check_args(args) -> None:
         if args.broker_password_stdin:
             check_password_broker(args.account_broker)
             args.broker_password_encrypted = encrypted_password()
+    elif args.command == "account" and args.action == "plan":
+        changes = {}
+        if args.phase is not None:
+            changes["phase"] = parse_positive_int(args.phase, "--phase")
+        if args.initial_capital is not None:
+            changes["initial_capital"] = str(parse_balance(args.initial_capital, "--initial-capital"))
+        if args.reference_balance is not None:
+            changes["reference_balance"] = str(parse_balance(args.reference_balance, "--reference-balance"))
+        if args.restart:
+            changes["restart"] = True
+        if not changes:
+            raise CommandError("account plan: nothing to change (give --phase, --initial-capital, --reference-balance or --restart)")
+        args.changes = changes
     elif args.command == "account" and args.action == "set":
         changes = {}
         if args.symbols is not None:
@@ -956,6 +998,7 @@ _COMMANDS = {
     ("account", "rotate-token"): cmd_account_rotate_token,
     ("account", "set"): cmd_account_set,
     ("account", "reencrypt"): cmd_account_reencrypt,
+    ("account", "plan"): cmd_account_plan,
     ("trades", None): cmd_trades,
     ("demo", None): cmd_demo,
     ("admin-token", None): cmd_admin_token,

@@ -504,7 +504,10 @@ class AccountSession(Service):
         try:
             account = await self._store.account_by_id(self.account.id)
             if account is not None:
+                changed = account.plan_changed_at != self.account.plan_changed_at
                 self.account = account
+                if changed:
+                    await self._apply_plan_changes()
             # a position that turned up at the broker (an order given up on
             # that filled after all) makes its symbol busy before any new order
             await self._adopt()
@@ -910,6 +913,23 @@ class AccountSession(Service):
             return False
         await self._close_on_breach(state)
         return True
+
+    async def _apply_plan_changes(self) -> None:
+        """Apply what the operator queued for the plan state; never raises."""
+        try:
+            await self._plan.lock.acquire()
+            try:
+                if self._plan.state is None:
+                    balance = await self._broker.balance()
+                    await self._plan.ensure(balance, self.account.phase, self.account.step)  # applies them
+                else:
+                    await self._plan.apply_changes()
+            finally:
+                self._plan.lock.release()
+        except (BrokerUnavailable, DatabaseFault, PlanError) as e:
+            self._log.info("the operator's plan change waits: {reason}", reason=e)
+        except Exception:
+            self._log.failure("applying the operator's plan change for account {name} failed", name=self.account.name)
 
     async def _plan_opened(self) -> None:
         """Count the trading day of a trade that opened; never raises."""

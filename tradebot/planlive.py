@@ -26,7 +26,14 @@ import attrs
 from twisted.internet import defer
 
 from tradebot.dbfaults import DatabaseFault
-from tradebot.planstore import thd_plan_events, thd_plan_state, thd_results_since, thd_save_plan_state
+from tradebot.planstore import (
+    thd_apply_plan_changes,
+    thd_pending_plan_changes,
+    thd_plan_events,
+    thd_plan_state,
+    thd_results_since,
+    thd_save_plan_state,
+)
 from tradebot.risk import Entry, PlanEngine, PlanEvent, PlanState
 
 
@@ -67,7 +74,26 @@ class PlanKeeper:
                 self._saved = stored
             if self.state is None:
                 self.state = stored
+                await self.apply_changes()
         return self.state
+
+    async def apply_changes(self) -> bool:
+        """Apply the operator's pending plan changes (`tradebot account plan`)
+        to the state, in order, and store it with them marked applied; True
+        if there were any. Call with `lock` held and the state loaded."""
+        pending = await self._store.run(thd_pending_plan_changes, self._account_id)
+        if not pending or self.state is None:
+            return False
+        state, events = self.state, list(self._unsaved)
+        engine, now = self.engine, self._clock.seconds()
+        for _, changes in pending:
+            state, happened = engine.set(state, now, **changes)
+            events += happened
+        self._log_events(events[len(self._unsaved):])
+        await self._store.run(thd_apply_plan_changes, self._account_id, [i for i, _ in pending], state, events, now)
+        self.state = self._saved = state
+        self._unsaved = []
+        return True
 
     async def update(self, balance, equity, open_trades: int) -> PlanState:
         """Apply `PlanEngine.update` now; store the state if it changed."""

@@ -7,14 +7,15 @@ An account's ``phase`` and ``step`` columns are kept equal to its plan state's,
 so older readers of the account see the same place.
 """
 
+import json
 from decimal import Decimal
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import sqlalchemy as sa
 
 from tradebot import records
 from tradebot.risk import PlanEvent, PlanState
-from tradebot.schema import accounts, plan_events, plan_states, trades
+from tradebot.schema import accounts, plan_changes, plan_events, plan_states, trades
 
 
 def thd_plan_state(conn, account_id: int) -> Optional[PlanState]:
@@ -92,3 +93,34 @@ def thd_results_since(conn, account_id: int, since: float) -> Decimal:
         )
     ).scalars()
     return sum((Decimal(p) for p in rows if p is not None), Decimal(0))
+
+
+#: What a plan change may set: the keywords of `tradebot.risk.PlanEngine.set`.
+PLAN_CHANGE_KEYS = ("phase", "initial_capital", "reference_balance", "restart")
+
+
+def thd_queue_plan_change(conn, account_id: int, changes: dict, now: float) -> None:
+    """Queue `changes` (`PLAN_CHANGE_KEYS`; money as text) for the account's
+    session, and mark the account as changed."""
+    unknown = set(changes) - set(PLAN_CHANGE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown plan change(s): {', '.join(sorted(unknown))}")
+    conn.execute(plan_changes.insert().values(account_id=account_id, changes=json.dumps(changes), created_at=now))
+    conn.execute(accounts.update().where(accounts.c.id == account_id).values(plan_changed_at=now))
+
+
+def thd_pending_plan_changes(conn, account_id: int) -> List[Tuple[int, dict]]:
+    """(id, changes) of the account's plan changes not applied yet, oldest first."""
+    rows = conn.execute(
+        sa.select(plan_changes.c.id, plan_changes.c.changes)
+        .where(plan_changes.c.account_id == account_id, plan_changes.c.applied_at.is_(None))
+        .order_by(plan_changes.c.id)
+    )
+    return [(row.id, json.loads(row.changes)) for row in rows]
+
+
+def thd_apply_plan_changes(conn, account_id: int, ids, state: PlanState, events, now: float) -> None:
+    """Store the state the changes `ids` led to, with their events, and mark
+    them applied: one transaction."""
+    thd_save_plan_state(conn, account_id, state, events, now)
+    conn.execute(plan_changes.update().where(plan_changes.c.id.in_(list(ids))).values(applied_at=now))

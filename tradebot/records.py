@@ -43,6 +43,8 @@ class Account:
     #: The SHA-256 of the account's token (None once revoked), to confirm a
     #: lookup by hash with `tradebot.tokens.token_matches`.
     token_hash: Optional[str] = attrs.field(default=None, repr=False)
+    #: When the operator last queued a change to the account's plan state.
+    plan_changed_at: Optional[float] = None
 
     @property
     def has_broker_password(self) -> bool:

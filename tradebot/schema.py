@@ -60,6 +60,9 @@ accounts = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     # the account's own broker URL (an MT5 terminal); NULL: the server's --broker
     sa.Column("broker", sa.String(500)),
+    # when the operator last queued a change to the account's plan state
+    # (`plan_changes`): its session applies what is pending when it sees it move
+    sa.Column("plan_changed_at", sa.Float),
     # the password of that terminal's login, encrypted (tradebot.credentials); NULL: none stored
     sa.Column("broker_password_encrypted", sa.Text),
 )
@@ -201,4 +204,19 @@ server_settings = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(500), nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Changes to an account's plan state the operator asked for (`tradebot account
+# plan`): the phase, the initial capital, the reference balance, a restart. The
+# account's session applies them (the only writer of its plan state), in order,
+# and marks them applied in the same transaction.
+plan_changes = sa.Table(
+    "plan_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("changes", sa.Text, nullable=False),  # JSON: the keywords of PlanEngine.set
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("applied_at", sa.Float),
+    sa.Index("ix_plan_changes_account", "account_id", "applied_at"),
 )

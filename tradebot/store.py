@@ -191,6 +191,7 @@ def _account(row) -> Account:
         broker=row.broker,
         broker_password_encrypted=row.broker_password_encrypted,
         token_hash=row.token_hash,
+        plan_changed_at=row.plan_changed_at,
     )
 
 
