@@ -810,9 +810,12 @@ def test_show_prints_the_plan_state_headroom_and_history(run, store):
     add(run, "alice", "--balance", "9700")
     account = store.account_by_name("alice")
     assert "plan state:      none yet" in run("account", "show", "alice")[1]
-    # the default plan: 5% daily from the day's 10000 (floor 9500), 10% from the phase's 10200 (9180)
+    # the default plan, a 10,000 challenge whose phase 2 started at 10,200: 5% of
+    # 10,000 under the day's 10,000 (floor 9,500), 10% of it under 10,200 (9,200);
+    # 0.5% (50) kept back when sizing
     state = PlanState(
-        2, 3, Decimal(10200), "2026-03-02", Decimal(10000), Decimal(10200), 3, "2026-03-02", "paused_today"
+        2, 3, Decimal(10200), "2026-03-02", Decimal(10000), Decimal(10200), 3, "2026-03-02", "paused_today",
+        initial_capital=Decimal(10000),
     )
     breach = PlanEvent(
         DAILY_BREACH, 1772449200.0, 2, 3, Decimal(9700), Decimal("9499.5"), "equity below the daily loss limit"
@@ -824,10 +827,11 @@ def test_show_prints_the_plan_state_headroom_and_history(run, store):
     assert "phase/step:      2/3" in lines
     assert "plan status:     paused_today, phase 2 (verification) step 3" in lines
     assert "trading day:     2026-03-02 (starts 00:00 Europe/Prague)" in lines
-    assert "day start:       10000.00" in lines
-    assert "daily headroom:  200.00 (equity floor 9500.00)" in lines
-    assert "total headroom:  520.00 (equity floor 9180.00)" in lines
-    assert "target:          10710.00" in lines
+    assert "day start:       10000.00 (equity 10000.00)" in lines
+    assert "initial capital: 10000.00" in lines
+    assert "daily headroom:  150.00 (equity floor 9500.00; 50.00 kept back)" in lines
+    assert "total headroom:  450.00 (equity floor 9200.00; 50.00 kept back)" in lines
+    assert "target:          10700.00" in lines
     event = next(l for l in lines if "daily_breach" in l)
     assert event.split()[:8] == ["2026-03-02", "11:00:00", "daily_breach", "2", "3", "9700.00", "9499.50", "equity"]
 

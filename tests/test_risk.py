@@ -145,17 +145,47 @@ def test_fixed_is_001_lot_with_no_binding_limit():
     assert e.entry(state, D(100), D(50), D(100000), EURUSD, T0) == Entry(D("0.01"), None)
 
 
-def test_default_is_ftmo_like_10_then_5_percent_with_5_daily_and_10_max():
+def test_default_is_ftmos_2_step_as_ftmo_measures_it():
     e = PlanEngine(load_plan("default"))
     state = e.start(D(100000), T0)
     assert (e.target(state), e.daily_floor(state), e.overall_floor(state)) == (D(110000), D(95000), D(90000))
     assert walk(e, [LOSS, LOSS, LOSS, PROFIT], D(100000)) == [2, 3, 3, 1]
+    assert e.buffer(state) == D(500)  # 0.5% of the initial capital kept back when sizing
     for day in range(4):  # four trading days
         state = e.opened(state, T0 + day * 86400)
     state, events = e.update(state, D(110000), D(110000), T0 + 3 * 86400, open_trades=0)
     assert state.phase == 2 and state.phase_start_balance == D(110000) and state.trading_days == 0
-    assert e.target(state) == D(115500)
+    # the Verification: a new 100k account (target 105k, floor 90k), here 10k higher
+    assert (e.target(state), e.overall_floor(state), e.daily_floor(state)) == (D(115000), D(100000), D(105000))
     assert PHASE_PASSED in [ev.kind for ev in events]
+    # a daily breach fails the phase, as at FTMO
+    state, events = e.update(state, D(110000), D("104999"), T0 + 3 * 86400 + 60, open_trades=1)
+    assert state.status == FAILED and [ev.kind for ev in events] == [DAILY_BREACH, PHASE_FAILED]
+
+
+@pytest.mark.parametrize(
+    "name, zone, hour, basis, breach, targets, daily, overall",
+    [
+        ("default", "Europe/Prague", 0, "initial", "fail", [10, 5, None], 5, (10, "static")),
+        ("ftmo-1step", "Europe/Prague", 0, "initial", "fail", [10, None], 3, (10, "trailing")),
+        ("the5ers-high-stakes", "America/New_York", 17, "day_start_max", "fail", [8, 5, None], 5, (10, "static")),
+        ("fundednext-stellar-2step", "America/New_York", 17, "initial", "fail", [8, 5, None], 5, (10, "static")),
+    ],
+)
+def test_each_shipped_prop_firm_plan_encodes_its_firms_rules(name, zone, hour, basis, breach, targets, daily, overall):
+    plan = load_plan(name)
+    assert (plan.time_zone, plan.day_reset_hour, plan.daily_loss_basis, plan.on_daily_breach) == (zone, hour, basis, breach)
+    assert plan.next_phase_from == "initial"
+    assert [p.target_pct for p in plan.phases] == [None if t is None else D(t) for t in targets]
+    assert all(p.max_daily_loss_pct == D(daily) for p in plan.phases)
+    assert all((p.max_loss_pct, p.max_loss_mode) == (D(overall[0]), overall[1]) for p in plan.phases)
+
+
+def test_no_shipped_plan_uses_a_fixed_offset_for_its_day():
+    from tradebot.plan import plan_names
+
+    for name in plan_names():
+        assert not load_plan(name).time_zone.startswith("UTC+"), name
 
 
 # -- the trading day ------------------------------------------------------------------

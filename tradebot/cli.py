@@ -432,8 +432,11 @@ def _show_plan(store, account) -> None:
     room = engine.headroom(state, account.balance, account.balance)
     target = engine.target(state)
 
+    buffer = engine.buffer(state)
+    kept = f"; {_cents(buffer)} kept back" if buffer else ""
+
     def limit(left, floor):
-        return "no limit" if left is None else f"{_cents(left)} (equity floor {_cents(floor)})"
+        return "no limit" if left is None else f"{_cents(left)} (equity floor {_cents(floor)}{kept})"
 
     fields = [
         ("plan status", f"{state.status}, phase {state.phase} ({phase.name}) step {state.step}"),
