@@ -223,8 +223,8 @@ def test_unknown_symbols_are_not_found(term):
 
 
 def test_symbols_get_lists_the_catalogue_with_group_masks(term):
-    assert term.symbols_total() == 4
-    assert {s.name for s in term.symbols_get()} == {"EURUSD", "GBPUSD", "USDJPY", "XAUUSD"}
+    assert term.symbols_total() == 5
+    assert {s.name for s in term.symbols_get()} == {"EURUSD", "GBPUSD", "USDJPY", "US500", "XAUUSD"}
     assert {s.name for s in term.symbols_get(group="*USD*,!*JPY*,!XAU*")} == {"EURUSD", "GBPUSD"}
 
 

@@ -27,7 +27,7 @@ class Harness:
 
     symbols = ("EURUSD", "XAUUSD")
 
-    def __init__(self, backend_options=None, **terminal_options):
+    def __init__(self, backend_options=None, warm=True, **terminal_options):
         terminal_options.setdefault("commission_per_lot", 0.0)
         self.terminal = FakeTerminal(**terminal_options)
         self.clock = Clock()
@@ -43,6 +43,10 @@ class Harness:
         assert self.changes == [(available, "" if available else self.backend.down_reason)]
         self.changes.clear()
         self.broker = self.backend.broker_for("1", Decimal("10000"))
+        if warm and available:  # a moving market tells the server's clock, as in the first seconds live
+            result(self.broker.tick("EURUSD"))
+            self.pass_time(1)
+            result(self.broker.tick("EURUSD"))
 
     def pass_time(self, seconds):
         for _ in range(int(seconds)):
@@ -213,7 +217,8 @@ def test_a_symbol_that_allows_no_filling_mode_here_is_refused_readably():
     assert harness.terminal.calls["order_send"] == 0
 
 
-def test_the_symbol_is_selected_before_use_and_stops_are_pushed_to_the_stops_level(harness):
+def test_the_symbol_is_selected_before_use_and_stops_are_pushed_to_the_stops_level():
+    harness = Harness(warm=False)
     assert not harness.terminal.symbol_info("EURUSD").visible
     spec = result(harness.broker.symbol("EURUSD"))
     assert harness.terminal.symbol_info("EURUSD").visible
@@ -252,7 +257,8 @@ def test_a_refusal_is_reported_with_a_readable_reason_and_opens_nothing(harness,
     assert harness.terminal.calls["order_send"] == 1
 
 
-def test_a_disabled_symbol_is_refused_without_sending(harness):
+def test_a_disabled_symbol_is_refused_without_sending():
+    harness = Harness(warm=False)
     harness.terminal.set_trade_mode("EURUSD", 3)  # close only
     refused = fails_with(harness.broker.open_position(harness.order()), OrderRefused)
     assert refused.code == 10044 and harness.terminal.calls["order_send"] == 0
@@ -481,7 +487,7 @@ def test_a_netting_account_never_trades_into_a_position_that_is_not_the_trades()
 
 
 def test_the_offset_is_not_measured_from_a_stale_tick():
-    harness = Harness()
+    harness = Harness(warm=False)
     harness.clock.advance(21 * 60)  # the terminal's last tick is 21 minutes old
     result(harness.broker.tick("EURUSD"))
     assert harness.backend.offset is None
@@ -538,3 +544,150 @@ def test_equity_counts_a_position_opened_by_hand_that_is_not_the_programs():
     balance = result(harness.broker.balance())
     assert by_hand.profit != 0
     assert result(harness.broker.equity()) == balance + Decimal(str(round(by_hand.profit, 2)))  # ...but counted
+
+
+# -- as real terminals behave (issue 14): each fake behaviour, then the adapter's answer -------
+
+
+def test_a_close_filled_in_part_closes_the_rest_and_sums_every_exit_deal(harness):
+    position = result(harness.broker.open_position(harness.order(volume="0.10", comment="tb-p")))
+    harness.terminal.queue_partial(0.04, times=2)  # 0.04, then 0.04 of the 0.06 left, then the rest
+    closed = result(harness.broker.close_position(position.ticket))
+    assert harness.terminal.positions_get() == ()
+    deals = harness.terminal.history_deals_get(position=position.ticket)
+    exits = [d for d in deals if d.entry == 1]
+    assert [d.volume for d in exits] == [0.04, 0.04, 0.02]
+    assert closed.volume == Decimal("0.10") and closed.reason == "expert"
+    assert closed.profit == sum(Decimal(str(d.profit + d.commission + d.swap + d.fee)) for d in deals)
+
+
+def test_a_close_refused_for_a_passing_reason_says_so_and_changes_nothing(harness):
+    position = result(harness.broker.open_position(harness.order(comment="tb-m")))
+    harness.terminal.set_market_closed("EURUSD", True)  # a session break
+    refused = fails_with(harness.broker.close_position(position.ticket), OrderRefused)
+    assert refused.code == codes.MARKET_CLOSED and codes.passing(refused.code)
+    assert result(harness.broker.position(position.ticket)) is not None
+    harness.terminal.set_market_closed("EURUSD", False)
+    assert result(harness.broker.close_position(position.ticket)).reason == "expert"
+
+
+def test_the_offset_is_kept_when_a_closed_markets_tick_is_exactly_half_an_hour_old(harness):
+    assert harness.backend.offset == 7200
+    for name in ("EURUSD", "XAUUSD", "GBPUSD", "USDJPY", "US500"):
+        harness.terminal.set_market_closed(name, True)
+    harness.pass_time(1800)  # the last tick is exactly 30 minutes old
+    result(harness.broker.tick("EURUSD"))
+    harness.pass_time(1)
+    result(harness.broker.tick("EURUSD"))
+    assert harness.backend.offset == 7200  # not 5400
+
+
+def test_the_first_offset_comes_from_a_fill_or_a_moving_tick_never_from_a_stale_one():
+    harness = Harness(warm=False)
+    harness.terminal.set_market_closed("XAUUSD", True)
+    harness.pass_time(3600)  # XAUUSD's last tick is an hour old
+    result(harness.broker.tick("XAUUSD"))
+    harness.pass_time(1)
+    result(harness.broker.tick("XAUUSD"))
+    assert harness.backend.offset is None  # an hour-old tick tells nothing
+    position = result(harness.broker.open_position(harness.order("EURUSD", comment="tb-f")))
+    assert harness.backend.offset == 7200  # the fill's own time does
+    assert abs(position.opened_at - harness.terminal.now) < 2
+
+
+def test_a_filling_mode_the_server_refuses_on_sending_moves_to_the_next_and_is_remembered(harness):
+    # EURUSD allows FOK and IOC; the server takes IOC only, though order_check passes FOK
+    harness.terminal.set_send_refuses_filling("EURUSD", codes.ORDER_FILLING_FOK)
+    first = result(harness.broker.open_position(harness.order(comment="tb-1")))
+    sent = harness.terminal.calls["order_send"]
+    second = result(harness.broker.open_position(harness.order(comment="tb-2")))
+    assert harness.terminal.calls["order_send"] == sent + 1  # IOC at once
+    fillings = [o.type_filling for o in harness.terminal.history_orders_get(0, 2**40)]
+    assert fillings[-2:] == [codes.ORDER_FILLING_IOC, codes.ORDER_FILLING_IOC]
+    assert result(harness.broker.close_position(first.ticket)).reason == "expert"
+    assert result(harness.broker.close_position(second.ticket)).reason == "expert"
+
+
+def test_stops_widened_to_the_stops_level_land_on_the_tick_grid(harness):
+    # US500: point 0.01, tick size 0.25, stops level 100 points (1.00)
+    spec = result(harness.broker.symbol("US500"))
+    tick = result(harness.broker.tick("US500"))
+    close = OrderRequest("US500", BUY, Decimal("1.0"), tick.bid - Decimal("0.50"), tick.bid + Decimal("0.50"), "tb-g")
+    position = result(harness.broker.open_position(close))
+    for level in (position.stop_loss, position.take_profit):
+        assert level % Decimal("0.25") == 0
+    assert tick.bid - position.stop_loss > Decimal("1.00") and position.take_profit - tick.bid > Decimal("1.00")
+    assert spec.point == Decimal("0.01")
+
+
+def test_a_stops_level_raised_during_the_day_is_read_again_after_the_refusal(harness):
+    result(harness.broker.open_position(harness.order(comment="tb-1", stop=150, take=150)))
+    harness.terminal.set_stops_level("EURUSD", 300)  # widened around news
+    position = result(harness.broker.open_position(harness.order(comment="tb-2", stop=150, take=150)))
+    tick = result(harness.broker.tick("EURUSD"))
+    assert tick.bid - position.stop_loss >= Decimal("0.00300")
+
+
+def test_a_symbol_setting_is_read_again_once_it_is_old(harness):
+    result(harness.broker.symbol("EURUSD"))
+    reads = harness.terminal.calls["symbol_info"]
+    harness.pass_time(30)
+    result(harness.broker.symbol("EURUSD"))
+    assert harness.terminal.calls["symbol_info"] == reads
+    harness.pass_time(400)
+    result(harness.broker.symbol("EURUSD"))
+    assert harness.terminal.calls["symbol_info"] > reads
+
+
+def test_a_rewritten_comment_is_never_sent_back_and_the_position_is_still_found(harness):
+    position = result(harness.broker.open_position(harness.order(comment="tb-77")))
+    harness.terminal.rewrite_comment(position.ticket, "[sl 1.08000]")
+    assert result(harness.broker.find_by_comment("tb-77")).ticket == position.ticket
+    closed = result(harness.broker.close_position(position.ticket))  # "[...]" in a request: -2
+    assert closed.reason == "expert" and harness.terminal.positions_get() == ()
+
+
+def test_our_comments_stay_within_what_terminals_keep():
+    OrderRequest("EURUSD", BUY, Decimal("0.1"), Decimal(1), Decimal(2), "tb-" + "9" * 13)  # 16
+    with pytest.raises(ValueError):
+        OrderRequest("EURUSD", BUY, Decimal("0.1"), Decimal(1), Decimal(2), "tb-" + "9" * 14)
+
+
+def test_an_empty_history_answered_none_is_empty_not_an_error():
+    harness = Harness(empty_as_none=True)
+    assert result(harness.broker.open_positions()) == []
+    assert result(harness.broker.find_by_comment("tb-404")) is None
+    position = result(harness.broker.open_position(harness.order(comment="tb-1")))
+    assert result(harness.broker.close_position(position.ticket)).reason == "expert"
+    assert result(harness.broker.open_positions()) == []
+
+
+def test_a_terminal_that_comes_back_is_shut_down_before_it_is_initialized_again():
+    harness = Harness(needs_shutdown_first=True)
+    harness.terminal.disappear()
+    fails_with(harness.broker.balance(), BrokerUnavailable)
+    harness.terminal.come_back()
+    harness.clock.advance(60)
+    assert harness.backend.available
+    assert harness.terminal.calls["shutdown"] >= 1
+    assert result(harness.broker.balance()) == Decimal("10000")
+
+
+def test_a_just_selected_symbol_with_no_quote_yet_is_no_price():
+    harness = Harness()
+    harness.terminal.set_no_quotes("GBPUSD")
+    fails_with(harness.broker.tick("GBPUSD"), BrokerUnavailable)
+    refused = fails_with(
+        harness.broker.open_position(OrderRequest("GBPUSD", BUY, Decimal("0.1"), Decimal("1.2"), Decimal("1.3"), "tb-q")),
+        BrokerUnavailable,
+    )
+    assert "no quote" in str(refused)
+    assert harness.terminal.calls["order_send"] == 0
+
+
+def test_the_heartbeat_learns_the_servers_clock_from_a_symbol_in_use():
+    harness = Harness(warm=False)
+    result(harness.broker.tick("EURUSD"))  # one read: nothing to compare with yet
+    assert harness.backend.offset is None
+    harness.pass_time(harness.backend.heartbeat)  # the market moved; the heartbeat reads it again
+    assert (harness.backend.offset, harness.backend.offset_sure) == (7200, True)

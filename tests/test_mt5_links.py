@@ -164,6 +164,7 @@ async def test_a_worker_killed_mid_call_fails_that_call_and_the_next_worker_carr
         with pytest.raises(BrokerUnavailable):
             await pending
         await availability(backend, True)
+        terminal.fake.advance(1)  # the market moves on: its next tick tells the server's clock
         # the order was never resent; its position is found by its comment
         found = await broker.find_by_comment("tb-9")
         assert found is not None and found.comment == "tb-9"

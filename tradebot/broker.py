@@ -123,8 +123,9 @@ class Candles:
 
 @attrs.frozen
 class OrderRequest:
-    """A market order with its stops. `comment` is at most 25 characters of
-    ``[A-Za-z0-9 _-]`` and is how a restart finds the order again."""
+    """A market order with its stops. `comment` is at most 16 characters of
+    ``[A-Za-z0-9 _-]`` (terminals keep no more on deals) and is how a
+    restart finds the order again."""
 
     symbol: str
     side: str = attrs.field(validator=attrs.validators.in_(SIDES))
@@ -132,7 +133,7 @@ class OrderRequest:
     stop_loss: Decimal
     take_profit: Decimal
     comment: str = attrs.field(
-        validator=attrs.validators.matches_re(r"[A-Za-z0-9 _-]{1,25}")
+        validator=attrs.validators.matches_re(r"[A-Za-z0-9 _-]{1,16}")
     )
     magic: int = 0
 

@@ -16,6 +16,29 @@ for an empty result, keyword-only filters, broker server time in every epoch
 field, floats at the boundary. Test controls (`advance`, `set_price`,
 `close_by_hand`, the ``set_*`` toggles and the ``queue_*`` scripts) are plain
 methods whose names the real module does not use.
+
+Behaviours of real terminals and brokers that an adapter must survive, each
+switchable per test (the default is what real terminals do most often):
+
+- a deal filled only in part (`queue_partial`: 10010 DONE_PARTIAL, the rest of
+  the position left open), and passing refusals (`queue_retcode`: 10018 at a
+  session break, 10024, requotes; `trade_freeze_level` near a stop: 10029);
+- a filling mode the trade server refuses on sending although `order_check`
+  passed it (`set_send_refuses_filling`: 10030, as the MQL5 book warns that a
+  passed check promises nothing);
+- symbols whose tick size is larger than their point (``US500``: 0.25), prices
+  off that grid refused (10015);
+- symbol settings that change during the day (`set_stops_level`,
+  `set_trade_mode`);
+- comments cut to `comment_limit` characters where they are stored (16, as
+  deals in the MQL5 book's own example are; None keeps them whole) and
+  rewritten by the broker (`rewrite_comment`; exit deals get ``[sl ...]``);
+- empty results as None with last_error success (`empty_as_none`), as some
+  builds answer an empty history, rather than ``()``;
+- a terminal that must be shut down before it is initialized again
+  (`needs_shutdown_first`);
+- a just-selected symbol with no quotes yet (`set_no_quotes`: a zero tick);
+- stale ticks: a closed market's last tick keeps its time, however old.
 """
 
 import collections
@@ -383,6 +406,12 @@ CATALOGUE = {
         spread=12, trade_contract_size=100000.0, swap_long=12.5, swap_short=-25.3,
         currency_base="USD", currency_profit="JPY", currency_margin="USD", bid=157.0, volatility=3.0,
     ),
+    "US500": dict(
+        _COMMON_SPEC, description="US 500 Cash CFD", path="Indices\\US500", digits=2, spread=50,
+        trade_tick_size=0.25, trade_stops_level=100, trade_calc_mode=2, trade_contract_size=1.0,
+        swap_long=-3.0, swap_short=-1.0, volume_min=0.1, volume_step=0.1,
+        currency_base="USD", currency_profit="USD", currency_margin="USD", bid=6000.0, volatility=25.0,
+    ),
     "XAUUSD": dict(
         _COMMON_SPEC, description="Gold vs US Dollar", path="Metals\\XAUUSD", digits=2, spread=20,
         trade_stops_level=20, filling_mode=2, trade_calc_mode=4, trade_contract_size=100.0,
@@ -429,6 +458,8 @@ _TIMEFRAME_SECONDS = {
 _SUNDAY = 3 * 86400  # 1970-01-04, the first Sunday after the epoch: weeks start on Sunday
 
 _MANUAL_REASONS = (DEAL_REASON_CLIENT, DEAL_REASON_MOBILE, DEAL_REASON_WEB)
+#: The calls that answer a tuple of items (empty: ``()``, or None with `empty_as_none`).
+_LIST_CALLS = {"positions_get", "orders_get", "history_orders_get", "history_deals_get", "symbols_get"}
 
 
 # ---------------------------------------------------------------------------
@@ -538,7 +569,10 @@ class _Symbol:
         self.spread = self.info["spread"]
         self.selected = selected
         self.market_closed = False
-        self.bid = self.points(bid)
+        self.no_quotes = False
+        #: points a tick moves by: prices stay on the tick-size grid
+        self.grid = max(1, int(round(self.info["trade_tick_size"] / self.point)))
+        self.bid = self.snap(self.points(bid))
         self.tick_msc = 0
         self.bars = collections.deque(maxlen=_MAX_BARS)  # [time, open, high, low, close, ticks]
 
@@ -554,6 +588,10 @@ class _Symbol:
     def points(self, price):
         """A price as a whole number of points."""
         return int(round(price / self.point))
+
+    def snap(self, points):
+        """`points` on the tick-size grid."""
+        return int(round(points / self.grid)) * self.grid
 
     def on_grid(self, price):
         """Whether `price` is a multiple of the tick size."""
@@ -702,6 +740,9 @@ class FakeTerminal:
         symbols=None,
         market_watch=(),
         logged_in=True,
+        comment_limit=16,
+        empty_as_none=False,
+        needs_shutdown_first=False,
     ):
         """`symbols` maps names to SymbolInfo field overrides (plus ``bid`` and
         ``volatility``) merged onto `CATALOGUE`; a new name starts from a copy
@@ -726,6 +767,15 @@ class FakeTerminal:
         self._logged_in = logged_in
         self._algo_trading = True
         self._tradeapi_disabled = False
+        #: stored comments are cut to this many characters (None: kept whole)
+        self.comment_limit = comment_limit
+        #: empty positions, orders and history come back None (last_error success), not ()
+        self.empty_as_none = empty_as_none
+        #: initialize after an earlier one fails until shutdown is called
+        self.needs_shutdown_first = needs_shutdown_first
+        self._initialized_before = False
+        self._partial = collections.deque()  # volumes the next order_sends fill, in part
+        self._send_refuses = {}  # symbol -> filling modes order_send refuses (10030)
         self._last_error = (RES_S_OK, "Success")
         self._stale_ticks = None  # the ticks seen when the broker link dropped
 
@@ -784,6 +834,8 @@ class FakeTerminal:
             self._last_error = (error.code, error.message)
             return failed
         self._last_error = (RES_S_OK, "Success")
+        if self.empty_as_none and name in _LIST_CALLS and value == ():
+            return None
         return value
 
     def _symbol(self, name, argument="symbol"):
@@ -820,12 +872,15 @@ class FakeTerminal:
                 raise _invalid("portable")
             if not self._running or (path is not None and path.lower() != self._terminal["path"].lower()):
                 raise _CallFailed(RES_E_INTERNAL_FAIL_INIT, "IPC initialize failed, MetaTrader 5 x64 not found")
+            if self.needs_shutdown_first and self._initialized_before:
+                raise _CallFailed(RES_E_INTERNAL_FAIL, "IPC initialize failed, call shutdown first")
             if login is not None or password is not None:
                 self._authorize(login, password, server)
         except _CallFailed as error:
             self._ipc = False
             self._last_error = (error.code, error.message)
             return False
+        self._initialized_before = True
         self._ipc = True
         self._last_error = (RES_S_OK, "Success")
         return True
@@ -866,6 +921,7 @@ class FakeTerminal:
         """Close the IPC connection."""
         self.calls["shutdown"] += 1
         self._ipc = False
+        self._initialized_before = False
         self._last_error = (RES_S_OK, "Success")
 
     def version(self):
@@ -960,6 +1016,8 @@ class FakeTerminal:
     def _tick(self, symbol):
         if self._stale_ticks is not None:
             return self._stale_ticks[symbol.name]
+        if symbol.no_quotes:  # selected, but no quote has come yet
+            return Tick(time=0, bid=0.0, ask=0.0, last=0.0, volume=0, time_msc=0, flags=0, volume_real=0.0)
         return Tick(
             time=symbol.tick_msc // 1000, bid=symbol.price(symbol.bid), ask=symbol.price(symbol.ask), last=0.0,
             volume=0, time_msc=symbol.tick_msc, flags=TICK_FLAG_BID | TICK_FLAG_ASK, volume_real=0.0,
@@ -1266,6 +1324,14 @@ class FakeTerminal:
     def _send(self, request):
         if self._tradeapi_disabled:
             raise _CallFailed(RES_E_AUTO_TRADING_DISABLED, "Auto-Trading using Python API disabled in Terminal")
+        if request["type_filling"] in self._send_refuses.get(request["symbol"], ()):
+            return self._send_result(request, TRADE_RETCODE_INVALID_FILL)
+        if self._partial and request["action"] == TRADE_ACTION_DEAL:
+            filled = min(self._partial.popleft(), request["volume"])
+            retcode, *rest = self._trade(dict(request, volume=filled))
+            if retcode == TRADE_RETCODE_DONE and filled < request["volume"] - _VOLUME_EPS:
+                retcode = TRADE_RETCODE_DONE_PARTIAL
+            return self._send_result(request, retcode, *rest)
         if self._queue:
             retcode, fill = self._queue.popleft()
             if fill:
@@ -1526,11 +1592,12 @@ class FakeTerminal:
         ticket = self._new_order_ticket()
         msc = self._server_msc()
         position = plan.position
-        details = dict(reason=DEAL_REASON_EXPERT, magic=request["magic"], comment=request["comment"])
+        comment = self._stored_comment(request["comment"])
+        details = dict(reason=DEAL_REASON_EXPERT, magic=request["magic"], comment=comment)
         if position is None:
             position = _Position(
                 ticket=ticket, identifier=ticket, symbol=symbol.name, type=side, volume=volume, price_open=price,
-                sl=sl, tp=tp, magic=request["magic"], comment=request["comment"], reason=POSITION_REASON_EXPERT,
+                sl=sl, tp=tp, magic=request["magic"], comment=comment, reason=POSITION_REASON_EXPERT,
                 time_msc=msc, time_update_msc=msc,
             )
             self._positions[ticket] = position
@@ -1557,6 +1624,10 @@ class FakeTerminal:
         self._record_order(ticket, symbol, side, volume, price, position_id=position.identifier,
                            filling=request["type_filling"], sl=sl, tp=tp, **details)
         return TRADE_RETCODE_DONE, ticket, deal, volume, symbol.price(price)
+
+    def _stored_comment(self, comment):
+        """A request's comment as the server stores it: cut to `comment_limit`."""
+        return comment if self.comment_limit is None else comment[: self.comment_limit]
 
     def _modify(self, position, request):
         """Execute a validated SL/TP change."""
@@ -1650,16 +1721,17 @@ class FakeTerminal:
             msc = self._server_msc()
             for symbol, step in zip(self._symbols.values(), row):
                 if not symbol.market_closed:
-                    symbol.bid = max(1, symbol.bid + int(round(step * symbol.volatility)))
+                    symbol.bid = max(symbol.grid, symbol.snap(symbol.bid + int(round(step * symbol.volatility))))
                     self._on_tick(symbol, msc)
 
     def set_price(self, symbol, bid):
         """Jump `symbol`'s bid to `bid` now (a tick), then check SL/TP."""
         found = self._symbols[symbol]
-        found.bid = found.points(bid)
+        found.bid = found.snap(found.points(bid))
         self._on_tick(found, self._server_msc())
 
     def _on_tick(self, symbol, msc):
+        symbol.no_quotes = False
         symbol.tick(msc)
         for position in [p for p in self._positions.values() if p.symbol == symbol.name]:
             self._trigger_stops(symbol, position)
@@ -1677,6 +1749,20 @@ class FakeTerminal:
         """Change `symbol`'s trade_mode (SYMBOL_TRADE_MODE_*), as a broker does
         before an expiry or a delisting."""
         self._symbols[symbol].info["trade_mode"] = mode
+
+    def set_stops_level(self, symbol, level):
+        """Change `symbol`'s trade_stops_level (points), as brokers widen it around news."""
+        self._symbols[symbol].info["trade_stops_level"] = int(level)
+
+    def set_no_quotes(self, symbol):
+        """`symbol` has no quote yet (just selected): its tick is all zeros
+        until the next price comes."""
+        self._symbols[symbol].no_quotes = True
+
+    def rewrite_comment(self, identifier, text):
+        """The broker rewrites an open position's comment (some do on a stop's
+        move or a partial close); `text` may hold characters no request may."""
+        self._positions[identifier].comment = text
 
     def set_market_closed(self, symbol, closed):
         """Close or reopen `symbol`'s market: while closed its price stands
@@ -1745,6 +1831,16 @@ class FakeTerminal:
         """The next order_send returns None with (-10005, 'IPC timeout'); with
         `fill` the server still executes the request."""
         self._queue.append((None, fill))
+
+    def queue_partial(self, volume, times=1):
+        """The next `times` market deals fill only `volume` lots each (the rest
+        of the request is cancelled) and answer 10010 DONE_PARTIAL."""
+        self._partial.extend([volume] * times)
+
+    def set_send_refuses_filling(self, symbol, *fillings):
+        """order_send answers 10030 for these ORDER_FILLING_* modes on `symbol`,
+        though order_check passes them."""
+        self._send_refuses[symbol] = set(fillings)
 
     def queue_delay_deals(self, calls):
         """From now on each new deal stays out of history for the next `calls`

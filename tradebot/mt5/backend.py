@@ -33,7 +33,7 @@ import re
 import sys
 import time
 import zlib
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -66,11 +66,26 @@ PASSWORD_ENV = "TRADEBOT_MT5_PASSWORD"
 DEFAULT_MAGIC = 234000
 #: How far back order history is searched for an order to reconcile.
 HISTORY_DAYS = 30
-#: How far from a whole half hour a tick's time may be for the server-time
-#: offset to be measured from it: further means the tick is not fresh.
+#: How far from a whole half hour a fresh time may be for the server-time
+#: offset to be measured from it: further means the time is not fresh.
 OFFSET_TOLERANCE = 120
+#: A tick is fresh when its time moved since a read at most this long before:
+#: it came between the two reads. A tick that did not move may be hours old
+#: (a session break, a weekend) and tells nothing about the server's clock.
+FRESH_WINDOW = 120
+#: While the offset is not proven by a fresh time, order history is searched
+#: this much further back than the trade's own time.
+UNSURE_MARGIN = 6 * 3600
 #: Attempts at an order that meets requotes or too-many-requests.
 ORDER_ATTEMPTS = 4
+#: Deals a close may take to close a position filled only in part.
+CLOSE_DEALS = 5
+#: Seconds a symbol's settings are kept before they are read again (brokers
+#: widen the stops level around news, make a symbol close-only before expiry).
+SYMBOL_MAX_AGE = 300
+#: The comment a close is sent with: the position's own may have been
+#: rewritten by the broker (``[sl 1.0850]``), which a request may not carry.
+CLOSE_COMMENT = "tb-close"
 
 
 class OutcomeUnknown(BrokerUnavailable):
@@ -243,8 +258,13 @@ class MT5Backend(BrokerBackend):
         self.down_reason = "connecting to the terminal"
         self._generation = None  # the link's worker that was initialised
         self._watchers: List[Callable[[bool, str], None]] = []
-        self._symbols: Dict[str, Tuple[SymbolSpec, dict]] = {}
+        self._symbols: Dict[str, Tuple[SymbolSpec, dict, float]] = {}  # spec, info, read at
         self._filling: Dict[str, int] = {}
+        self._refused_fillings: Dict[str, set] = {}  # symbol -> modes order_send refused (10030)
+        self._last_ticks: Dict[str, Tuple[int, float]] = {}  # symbol -> (tick time_msc, read at)
+        #: True once the offset came from a fresh time (a moving tick, a fill)
+        self.offset_sure = False
+        self._initialised_before = False
         self._brokers: Dict[str, MT5Broker] = {}
         self._backoff = 1.0
         self._reconnect_call = None
@@ -355,7 +375,15 @@ class MT5Backend(BrokerBackend):
         kwargs = {"timeout": self.init_timeout_ms}
         if self.path:
             kwargs["path"] = self.path
+        if self._initialised_before:
+            # the facts sheet's recovery loop: shut the old link down first (a
+            # terminal under mt5linux keeps its module, and its state, between us)
+            try:
+                await self._raw("shutdown")
+            except (TerminalError, BrokerUnavailable, LinkFailed):
+                pass
         await self._raw("initialize", **kwargs)
+        self._initialised_before = True
         self._generation = getattr(self.link, "generation", None)
         try:
             account = await self._raw("account_info")
@@ -379,6 +407,7 @@ class MT5Backend(BrokerBackend):
         self.hedging = account["margin_mode"] == codes.ACCOUNT_MARGIN_MODE_RETAIL_HEDGING
         self._symbols.clear()
         self._filling.clear()
+        self._refused_fillings.clear()
         self._log.info(
             "mt5 {broker}: connected to its account ({mode} account)",
             broker=self.name,
@@ -436,6 +465,19 @@ class MT5Backend(BrokerBackend):
             return
         if self.terminal_up and generation == self._generation == getattr(self.link, "generation", None):
             self._set_state(True, _trading_problem(terminal))
+            if not self.offset_sure:
+                await self._learn_offset()
+
+    async def _learn_offset(self) -> None:
+        """Read the ticks of a few symbols in use: one that moved since its
+        last read tells the server's clock (see `_observe_tick`)."""
+        for name in list(self._symbols)[:3]:
+            try:
+                await self._raw_tick(name)
+            except (BrokerError, LinkFailed):
+                return
+            if self.offset_sure:
+                return
 
     # -- calls -----------------------------------------------------------------
 
@@ -462,6 +504,8 @@ class MT5Backend(BrokerBackend):
                 if name in ("initialize", "terminal_info") or not await self._answers():
                     self._lost(what)
                 raise BrokerUnavailable(what)
+            if name in codes.LIST_CALLS and code in (codes.RES_S_OK, codes.RES_E_NOT_FOUND):
+                return []  # an empty result answered None, as some builds do
             raise TerminalError(name, code, message)
         return answer["value"]
 
@@ -486,9 +530,11 @@ class MT5Backend(BrokerBackend):
     # -- market data -----------------------------------------------------------
 
     async def _symbol(self, name: str) -> Tuple[SymbolSpec, dict]:
+        """The symbol's spec and info, read again when older than
+        `SYMBOL_MAX_AGE` seconds (or forgotten after a refusal naming them)."""
         known = self._symbols.get(name)
-        if known is not None:
-            return known
+        if known is not None and self.reactor.seconds() - known[2] < SYMBOL_MAX_AGE:
+            return known[0], known[1]
         try:
             info = await self._call("symbol_info", name)
         except TerminalError:
@@ -511,30 +557,51 @@ class MT5Backend(BrokerBackend):
             profit_currency=info.get("currency_profit", ""),
             description=info.get("description", ""),
         )
-        self._symbols[name] = (spec, info)
+        self._symbols[name] = (spec, info, self.reactor.seconds())
         return spec, info
+
+    def _forget_symbol(self, name: str) -> None:
+        """Read the symbol's settings again at its next use."""
+        self._symbols.pop(name, None)
 
     async def spec(self, name: str) -> SymbolSpec:
         """The symbol's `SymbolSpec`, selecting it in Market Watch if needed."""
         return (await self._symbol(name))[0]
 
     async def _raw_tick(self, name: str) -> dict:
+        """The symbol's last tick; `BrokerUnavailable` while it has no quote
+        (a zero tick: a symbol just selected, no price come yet)."""
         await self._symbol(name)
         tick = await self._call("symbol_info_tick", name)
-        self._measure_offset(tick)
+        if not tick.get("bid") or not tick.get("ask") or tick["bid"] <= 0 or tick["ask"] <= 0:
+            raise BrokerUnavailable(f"{name} has no quote yet")
+        self._observe_tick(name, tick)
         return tick
 
-    def _measure_offset(self, tick: dict) -> None:
-        """Server time minus UTC, in whole half hours, from a fresh tick. A
-        tick more than two minutes off a half hour (a quiet or closed market)
-        says nothing."""
-        server_time = tick.get("time_msc", 0) / 1000.0 or float(tick["time"])
-        difference = server_time - self.reactor.seconds()
+    def _observe_tick(self, name: str, tick: dict) -> None:
+        """Measure the server-time offset from `tick` if it is fresh: its time
+        moved since this symbol's previous read, at most `FRESH_WINDOW`
+        seconds before, so it came between the two. A tick that did not move
+        may be hours old (a session break, a weekend: exactly 30, 60, 90
+        minutes, which look like an offset) and says nothing."""
+        now = self.reactor.seconds()
+        tick_msc = int(tick.get("time_msc") or int(tick["time"]) * 1000)
+        previous = self._last_ticks.get(name)
+        self._last_ticks[name] = (tick_msc, now)
+        if previous is not None and tick_msc > previous[0] and now - previous[1] <= FRESH_WINDOW:
+            self._measure_offset(tick_msc / 1000.0, now)
+
+    def _measure_offset(self, server_time: float, now: float) -> None:
+        """Server time minus UTC, in whole half hours, from `server_time`
+        known to be fresh at `now`; a time more than `OFFSET_TOLERANCE`
+        seconds off a half hour says nothing."""
+        difference = server_time - now
         offset = round(difference / 1800.0) * 1800.0
         if abs(difference - offset) <= OFFSET_TOLERANCE:
             if self.offset is not None and offset != self.offset:
                 self._log.info("mt5 {broker}: server time offset now {h:+g} h", broker=self.name, h=offset / 3600)
             self.offset = offset
+            self.offset_sure = True
 
     async def _to_utc(self, server_time: float, symbol: str, required: bool = True) -> float:
         """`server_time` in UTC. Until the offset is known (a fresh tick of
@@ -612,7 +679,7 @@ class MT5Backend(BrokerBackend):
             await self._check_netting(request.symbol)
         order_type = codes.ORDER_TYPE_BUY if request.side == BUY else codes.ORDER_TYPE_SELL
 
-        def order(tick: dict) -> dict:
+        def order(tick: dict, info: dict) -> dict:
             stop_loss, take_profit = _stops_for(spec, info, request, tick)
             return {
                 "action": codes.TRADE_ACTION_DEAL,
@@ -628,11 +695,12 @@ class MT5Backend(BrokerBackend):
                 "type_time": codes.ORDER_TIME_GTC,
             }
 
+        sent_at = self.reactor.seconds()
         try:
             result = await self._send_deal(request.symbol, info, order)
         except _Lost as lost:
             return await self._after_unknown(request, magic, lost.why)
-        return await self._filled(request, magic, result)
+        return await self._filled(request, magic, result, sent_at)
 
     async def close_position(self, identifier: int, magic: int) -> ClosedPosition:
         """Close this magic's whole open position `identifier` with an
@@ -648,42 +716,63 @@ class MT5Backend(BrokerBackend):
         symbol = raw["symbol"]
         spec, info = await self._symbol(symbol)
         closing_buy = raw["type"] == codes.ORDER_TYPE_BUY
+        for _ in range(CLOSE_DEALS):
 
-        def order(tick: dict) -> dict:
-            return {
-                "action": codes.TRADE_ACTION_DEAL,
-                "symbol": symbol,
-                "volume": float(raw["volume"]),
-                "type": codes.ORDER_TYPE_SELL if closing_buy else codes.ORDER_TYPE_BUY,
-                "position": int(raw["ticket"]),
-                "price": float(spec.round_price(tick["bid"] if closing_buy else tick["ask"])),
-                "deviation": int(self.deviation),
-                "magic": int(magic),
-                "comment": raw.get("comment", ""),
-                "type_time": codes.ORDER_TIME_GTC,
-            }
+            def order(tick: dict, info: dict, raw=raw) -> dict:
+                return {
+                    "action": codes.TRADE_ACTION_DEAL,
+                    "symbol": symbol,
+                    "volume": float(raw["volume"]),
+                    "type": codes.ORDER_TYPE_SELL if closing_buy else codes.ORDER_TYPE_BUY,
+                    "position": int(raw["ticket"]),
+                    "price": float(spec.round_price(tick["bid"] if closing_buy else tick["ask"])),
+                    "deviation": int(self.deviation),
+                    "magic": int(magic),
+                    "comment": CLOSE_COMMENT,  # never the position's: the broker may have rewritten it
+                    "type_time": codes.ORDER_TIME_GTC,
+                }
 
-        try:
-            await self._send_deal(symbol, info, order)
-        except _Lost as lost:
-            raise OutcomeUnknown(f"closing position {identifier}: {lost.why}")
+            try:
+                await self._send_deal(symbol, info, order)
+            except _Lost as lost:
+                raise OutcomeUnknown(f"closing position {identifier}: {lost.why}")
+            raw = await self._open_raw(identifier, magic)
+            if raw is None:
+                break  # all of it closed
+            # filled in part (10010): close what is left
+            self._log.info(
+                "mt5 {broker}: position {identifier} closed in part, {volume} lots left; closing the rest",
+                broker=self.name, identifier=identifier, volume=raw["volume"],
+            )
+        else:
+            raise OrderRefused(
+                f"position {identifier} closed only in part: {raw['volume']} lots left open",
+                codes.DONE_PARTIAL,
+            )
         closed = await self.closed_position(identifier, magic)
         if closed is None:
             raise OutcomeUnknown(f"position {identifier} closed but its deals are not in the history yet")
         return closed
 
-    async def _send_deal(self, symbol: str, info: dict, order: Callable[[dict], dict]) -> dict:
-        """Send the market deal ``order(tick)`` makes from a fresh tick, with
-        the symbol's filling mode; the trade server's result once it filled.
-        A requote or a moved price is tried again with a new price, and "too
-        many requests" after a doubling pause, `ORDER_ATTEMPTS` times in all.
+    async def _send_deal(self, symbol: str, info: dict, order: Callable[[dict, dict], dict]) -> dict:
+        """Send the market deal ``order(tick, info)`` makes from a fresh tick
+        and the symbol's info, with the symbol's filling mode; the trade
+        server's result once it filled. A requote or a moved price is tried
+        again with a new price, and "too many requests" after a doubling
+        pause, `ORDER_ATTEMPTS` times in all; a filling mode the server
+        refuses (10030), though `order_check` passed it, gives way to the
+        next (the one the server took is kept); a refusal naming a symbol
+        setting (stops level, trade mode, tick grid) is tried once more with
+        the settings read again.
         Raises `OrderRefused` when the server refused it (or the terminal
         refused to send it), and `_Lost` when its outcome is unknown (the
         answer was lost, or the server says it may have gone through): never
         sent again then."""
         retcode, comment = None, ""
-        for attempt in range(ORDER_ATTEMPTS):
-            deal = order(await self._raw_tick(symbol))
+        attempt = 0
+        reread = False
+        while attempt < ORDER_ATTEMPTS:
+            deal = order(await self._raw_tick(symbol), info)
             deal["type_filling"] = await self._filling_for(symbol, info, deal)
             try:
                 result = await self._raw("order_send", deal)
@@ -695,16 +784,31 @@ class MT5Backend(BrokerBackend):
                 raise _Lost(str(e))
             retcode, comment = result["retcode"], result.get("comment", "")
             if retcode in codes.FILLED:
+                self._filling[symbol] = deal["type_filling"]  # what the server took
                 return result
             if retcode in codes.OUTCOME_UNKNOWN:
                 raise _Lost(codes.refusal_reason(retcode, comment))
+            if retcode == codes.INVALID_FILL:
+                # a passed order_check promises nothing: the next mode, remembered
+                self._filling.pop(symbol, None)
+                self._refused_fillings.setdefault(symbol, set()).add(deal["type_filling"])
+                continue  # _filling_for raises once no mode is left
+            if retcode in codes.SYMBOL_SETTINGS and not reread:
+                # a refusal naming a setting: if the broker changed it since it
+                # was read, once more with the settings read afresh
+                reread = True
+                self._forget_symbol(symbol)
+                _, fresh = await self._symbol(symbol)
+                changed = any(fresh.get(key) != info.get(key) for key in _TRADE_SETTINGS)
+                info = fresh
+                if changed:
+                    continue
+            attempt += 1
             if retcode in codes.RETRY_WITH_NEW_PRICE:
                 continue
             if retcode == codes.TOO_MANY_REQUESTS:
-                await task.deferLater(self.reactor, 2.0**attempt, lambda: None)
+                await task.deferLater(self.reactor, 2.0 ** (attempt - 1), lambda: None)
                 continue
-            if retcode == codes.INVALID_FILL:
-                self._filling.pop(symbol, None)
             raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
         raise OrderRefused(codes.refusal_reason(retcode, comment), retcode)
 
@@ -726,7 +830,8 @@ class MT5Backend(BrokerBackend):
         known = self._filling.get(symbol)
         if known is not None:
             return known
-        candidates = _filling_candidates(info)
+        refused = self._refused_fillings.get(symbol, set())
+        candidates = [mode for mode in _filling_candidates(info) if mode not in refused]
         for filling in candidates:
             try:
                 check = await self._raw("order_check", dict(order, type_filling=filling))
@@ -741,9 +846,13 @@ class MT5Backend(BrokerBackend):
                 return filling  # the check objected to something else: let the order say what
         raise OrderRefused(codes.refusal_reason(codes.INVALID_FILL), codes.INVALID_FILL)
 
-    async def _filled(self, request: OrderRequest, magic: int, result: dict) -> Position:
+    async def _filled(self, request: OrderRequest, magic: int, result: dict, sent_at: float) -> Position:
         order_ticket = result["order"]
         positions = await self._raw("positions_get", ticket=order_ticket) or []
+        if positions and self.reactor.seconds() - sent_at <= FRESH_WINDOW:
+            # the position opened between sending and now: its time is a fresh one
+            opened = positions[0].get("time_msc", 0) / 1000.0 or float(positions[0]["time"])
+            self._measure_offset(opened, self.reactor.seconds())
         if not positions:  # netting: the deal joined or reversed a position
             deals = await self._raw("history_deals_get", ticket=order_ticket) or []
             identifier = deals[0]["position_id"] if deals else order_ticket
@@ -861,7 +970,10 @@ class MT5Backend(BrokerBackend):
         now = self.reactor.seconds() + (self.offset or 0.0)
         start = now - HISTORY_DAYS * 86400
         if since is not None and self.offset is not None:
-            start = max(start, since + self.offset - 60)  # an older tb-N is another trade's
+            # an older tb-N is another trade's; while the offset is not proven
+            # by a fresh time, the window is widened by hours, not seconds
+            margin = 60 if self.offset_sure else UNSURE_MARGIN
+            start = max(start, since + self.offset - margin)
 
         def mine(item, time_field):
             return (
@@ -926,32 +1038,32 @@ def _check_volume(spec: SymbolSpec, volume: Decimal) -> None:
 
 
 def _stops_for(spec: SymbolSpec, info: dict, request: OrderRequest, tick: dict) -> Tuple[Decimal, Decimal]:
-    """SL and TP rounded to the symbol's tick size and pushed out to one point
-    beyond the stops level from the price the position would close at (the
-    price moves between this tick and the trade server); stops on the wrong
-    side of that price are refused (10016)."""
+    """SL and TP pushed out to one point beyond the stops level from the
+    price the position would close at (the price moves between this tick and
+    the trade server), then put on the symbol's tick grid, outward (away from
+    the price: an index CFD whose tick is 0.25 refuses a stop between ticks,
+    10015); stops on the wrong side of that price are refused (10016)."""
     level = max(int(info.get("trade_stops_level", 0)), 0)
     distance = (level + 1) * spec.point if level else Decimal(0)
     tick_size = _decimal(info.get("trade_tick_size") or 0)
+    grid = tick_size if tick_size > spec.point else spec.point
 
-    def on_grid(price) -> Decimal:
-        price = spec.round_price(price)
-        if tick_size > spec.point:
-            price = spec.round_price((price / tick_size).to_integral_value() * tick_size)
-        return price
+    def outward(price, away: int) -> Decimal:
+        """`price` on the grid: up when `away` is 1, down when -1."""
+        steps = Decimal(price) / grid
+        steps = steps.to_integral_value(rounding=ROUND_CEILING if away > 0 else ROUND_FLOOR)
+        return spec.round_price(steps * grid)
 
     if request.side == BUY:
         reference = spec.round_price(tick["bid"])
-        stop_loss, take_profit = on_grid(request.stop_loss), on_grid(request.take_profit)
-        wrong = stop_loss >= reference or take_profit <= reference
-        stop_loss = min(stop_loss, reference - distance)
-        take_profit = max(take_profit, reference + distance)
+        wrong = request.stop_loss >= reference or request.take_profit <= reference
+        stop_loss = outward(min(request.stop_loss, reference - distance), -1)
+        take_profit = outward(max(request.take_profit, reference + distance), 1)
     else:
         reference = spec.round_price(tick["ask"])
-        stop_loss, take_profit = on_grid(request.stop_loss), on_grid(request.take_profit)
-        wrong = stop_loss <= reference or take_profit >= reference
-        stop_loss = max(stop_loss, reference + distance)
-        take_profit = min(take_profit, reference - distance)
+        wrong = request.stop_loss <= reference or request.take_profit >= reference
+        stop_loss = outward(max(request.stop_loss, reference + distance), 1)
+        take_profit = outward(min(request.take_profit, reference - distance), -1)
     if wrong:
         raise OrderRefused(
             f"{codes.refusal_reason(codes.INVALID_STOPS)}: {request.side} with SL {request.stop_loss} "
@@ -959,6 +1071,13 @@ def _stops_for(spec: SymbolSpec, info: dict, request: OrderRequest, tick: dict) 
             codes.INVALID_STOPS,
         )
     return stop_loss, take_profit
+
+
+#: The symbol settings an order depends on, that a broker may change in the day.
+_TRADE_SETTINGS = (
+    "trade_stops_level", "trade_freeze_level", "trade_mode", "trade_tick_size", "digits", "volume_min",
+    "volume_max", "volume_step", "filling_mode", "trade_exemode",
+)
 
 
 def _filling_candidates(info: dict) -> List[int]:

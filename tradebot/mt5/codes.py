@@ -77,7 +77,32 @@ POSITION_CLOSED = 10036
 INVALID_FILL = 10030
 INVALID_STOPS = 10016
 
+MARKET_CLOSED = 10018
+FROZEN = 10029
+INVALID_PRICE = 10015
+INVALID_VOLUME = 10014
+TRADE_DISABLED = 10017
+CLOSE_ONLY = 10044
+
 FILLED = frozenset({DONE, DONE_PARTIAL})
+#: Refusals that pass: the same request may go through a little later (a
+#: session break, a price near a frozen stop, a busy server, requotes that
+#: outlasted the retries, a close filled only in part, algo trading switched
+#: off for a while). A close refused so is tried again until the position is gone.
+PASSING = frozenset({
+    REQUOTE, PRICE_CHANGED, PRICE_OFF, DONE_PARTIAL, 10006, 10011, MARKET_CLOSED, 10028, FROZEN,
+    TOO_MANY_REQUESTS, CONNECTION, 10026, 10027, TRADE_DISABLED,
+})
+#: Refusals that name a symbol setting (stops level, trade mode, volume, tick
+#: grid): the setting is read again, as brokers change them during the day.
+SYMBOL_SETTINGS = frozenset({INVALID_STOPS, INVALID_PRICE, INVALID_VOLUME, TRADE_DISABLED, CLOSE_ONLY, 10042, 10043})
+#: Calls that answer a tuple of items: an empty one may come back as None.
+LIST_CALLS = frozenset({"positions_get", "orders_get", "history_orders_get", "history_deals_get", "symbols_get"})
+
+
+def passing(retcode) -> bool:
+    """Whether a refusal with `retcode` may go through if tried again later."""
+    return retcode in PASSING
 #: Retry at once with a fresh price.
 RETRY_WITH_NEW_PRICE = frozenset({REQUOTE, PRICE_CHANGED, PRICE_OFF})
 #: The order may or may not have reached the market, or is still being filled
