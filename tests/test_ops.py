@@ -309,3 +309,33 @@ async def test_a_server_that_cannot_start_exits_with_a_failure_status(db_url, tm
     )
     assert await output.ended == (1, None)  # so that Restart=on-failure restarts it
     assert any("tradebot could not start" in json.loads(line)["text"] for line in output.lines if line.strip())
+
+
+def test_health_and_metrics_show_a_close_the_broker_keeps_refusing():
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+
+    from tradebot.loops import Closing
+    from tradebot.metrics import Metrics
+    from tradebot.web import CLOSING_ALARM, HealthCheck
+
+    from .broker_contract import result as fired
+
+    clock = Clock()
+    clock.advance(1000)
+    session = SimpleNamespace(
+        account=SimpleNamespace(name="mia"), live_trades={7: None}, streaming_count=0,
+        closing={7: Closing(why="the plan's loss limit was breached", since=1000.0, attempts=3, last_error="market closed")},
+    )
+    sessions = SimpleNamespace(sessions={1: session})
+    store = SimpleNamespace(ping=lambda: defer.succeed(None), health=SimpleNamespace(fault=None))
+    check = HealthCheck(store, SimpleNamespace(backends=[]), clock, sessions=sessions)
+    report = fired(defer.ensureDeferred(check.report()))
+    assert report["parts"]["closing"]["mia"][0]["attempts"] == 3 and report["problems"] == []
+    clock.advance(CLOSING_ALARM + 1)
+    report = fired(defer.ensureDeferred(check.report()))
+    assert report["problems"] == ["account mia: trade 7 not closed after 3 tries (market closed)"]
+    metrics = Metrics()
+    metrics.watch(lambda: 0, sessions)
+    assert metric(metrics.render().decode(), "tradebot_trades_closing") == 1

@@ -201,16 +201,29 @@ def test_a_close_whose_answer_is_lost_is_completed_once_by_the_monitor(inline_st
     assert (trade.close_reason, trade.balance_after) == ("expert", Decimal("9890"))
 
 
-def test_a_refused_close_is_not_asked_again_and_the_trade_stays_watched(inline_store, tmp_path):
+def test_a_close_refused_for_a_passing_reason_is_asked_again_with_back_off_until_the_position_is_gone(
+    inline_store, tmp_path
+):
     rig, client, position = breach_with_a_trade_open(inline_store, tmp_path, TIGHT_CLOSING, refuse_closes=True)
-    for _ in range(3):
+    assert rig.broker.closes == [position.ticket]  # the first try at the breach: market closed
+    closing = rig.session.closing[rig.trades()[0].id]
+    assert (closing.attempts, closing.last_error) == (1, "market closed")
+    asked_at = []
+    for second in range(1, 16):
+        before = len(rig.broker.closes)
         rig.clock.advance(MONITOR_INTERVAL)
-    assert rig.broker.closes == [position.ticket] and position.ticket in rig.broker.positions
-    assert client.take()[-1]["message"] == messages.ACTIVE_TRADE
-    rig.broker.set_bid("EURUSD", "1.08700")  # its stop loss closes it
-    rig.clock.advance(MONITOR_INTERVAL)
+        if len(rig.broker.closes) > before:
+            asked_at.append(second)
+    assert asked_at == [1, 3, 7, 15]  # after 1, 2, 4, 8 s
+    assert position.ticket in rig.broker.positions and client.take()[-1]["message"] == messages.ACTIVE_TRADE
+    rig.broker.refuse_closes = False  # the market opens again
+    while position.ticket in rig.broker.positions:
+        rig.clock.advance(MONITOR_INTERVAL)
     [completed] = completions(client.take())
-    assert completed["data"]["profit"] == -200.0 and rig.broker.closes == [position.ticket]
+    assert completed["data"]["new_account_balance"] == 10000.0 + completed["data"]["profit"]
+    assert rig.session.closing == {}
+    rig.clock.advance(60)
+    assert rig.broker.closes.count(position.ticket) == len(asked_at) + 2  # never after it closed
 
 
 # -- measured as the firms measure, live -------------------------------------------------------

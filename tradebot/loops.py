@@ -41,6 +41,7 @@ import functools
 from decimal import Decimal
 from typing import Callable, Dict, Optional
 
+import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -191,7 +192,8 @@ class AccountSession(Service):
         self._latest_report: Dict[int, dict] = {}
         self._placing: set = set()  # trade ids whose order call is under way
         self._misses: Dict[int, int] = {}  # pending trade id -> lookups that found nothing
-        self._close_asked: set = set()  # ids of trades a breach has asked the broker to close
+        #: trade id -> the close asked for it and not yet seen done (retried until it is)
+        self.closing: Dict[int, Closing] = {}
         self._unmarked: set = set()  # ids of events sent but not yet recorded as delivered
         self._marking: set = set()  # ids of events whose delivery is being recorded
         self._checking = False
@@ -846,6 +848,7 @@ class AccountSession(Service):
             self._count_trade(result)
         self._trades.pop(trade.id, None)
         self._latest_report.pop(trade.id, None)
+        self.closing.pop(trade.id, None)
         self._log.info(
             "account {name}: trade {trade_id} ({symbol}) closed by {reason} at {price}, {result} {profit}; "
             "balance {balance}, phase {phase} step {step}",
@@ -945,48 +948,75 @@ class AccountSession(Service):
             self._log.failure("counting the trading day of account {name} failed", name=self.account.name)
 
     def _to_close(self, state) -> list:
-        """The open trades a breach asks to close and not asked before: every
-        live open trade while the state is paused or failed under a phase
-        with ``close_on_breach``, none otherwise."""
+        """The open trades a breach asks to close, due now: every live open
+        trade while the state is paused or failed under a phase with
+        ``close_on_breach``, none otherwise; one already asked for is due
+        again when its back-off has passed."""
         if state.status not in (risk.PAUSED_TODAY, risk.FAILED):
             return []
         if not self._plans(self.account.plan).phase_at(state.phase).close_on_breach:
             return []
+        now = self._clock.seconds()
         return [
             t
             for t in self._trades.values()
-            if t.status == records.OPEN and t.id not in self._placing and t.id not in self._close_asked
+            if t.status == records.OPEN
+            and t.id not in self._placing
+            and (t.id not in self.closing or self.closing[t.id].next_at <= now)
         ]
 
     async def _close_on_breach(self, state) -> None:
-        """Close each trade `_to_close` names, once: a close answered is
-        completed at once, one refused stays open under its stops, one whose
-        outcome is unknown is found closed by the monitor loop. Never raises."""
+        """Close each trade `_to_close` names (see `close_trades`)."""
         trades = self._to_close(state)
-        if trades:
+        if trades and not any(t.id in self.closing for t in trades):
             self._log.warn(
                 "account {name}: the plan was breached ({status}); closing {n} open trade(s)",
                 name=self.account.name,
                 status=state.status,
                 n=len(trades),
             )
+        await self.close_trades(trades, "the plan's loss limit was breached")
+
+    async def close_trades(self, trades, why: str) -> None:
+        """Ask the broker to close each of `trades` at the market, for `why`,
+        until the position is gone: a close answered is completed at once
+        (its result summed over every exit deal); one refused (a session
+        break, a frozen price, a busy server, a part left open) or whose
+        outcome is unknown is asked again after a back-off doubling from 1 s
+        to `CLOSE_RETRY_MAX`, each try logged, and shows in `closing` (on
+        /health and /metrics) until the trade completes; a position already
+        gone is left to the monitor, which completes it. Never raises."""
+        now = self._clock.seconds()
         for trade in trades:
-            self._close_asked.add(trade.id)
+            closing = self.closing.get(trade.id)
+            if closing is None:
+                closing = self.closing[trade.id] = Closing(why=why, since=now)
+            closing.attempts += 1
+            closing.next_at = now + min(CLOSE_RETRY_MAX, 2.0 ** (closing.attempts - 1))
             try:
                 closed = await self._broker.close_position(trade.ticket)
             except OrderRefused as e:
+                if e.code == POSITION_CLOSED:
+                    closing.last_error = "already closed at the broker"
+                    continue  # gone: the monitor completes it with its real result
+                closing.last_error = e.reason
                 self._log.warn(
-                    "account {name}: closing trade {trade_id} ({symbol}) refused: {reason}; it stays open",
+                    "account {name}: closing trade {trade_id} ({symbol}) refused ({reason}); "
+                    "trying again in {delay:g} s (attempt {n})",
                     name=self.account.name, trade_id=trade.id, symbol=trade.symbol, reason=e.reason,
+                    delay=closing.next_at - now, n=closing.attempts,
                 )
                 continue
             except BrokerUnavailable as e:
+                closing.last_error = str(e)
                 self._log.warn(
-                    "closing trade {trade_id} ({symbol}) has an unknown outcome ({reason}); the monitor looks it up",
-                    trade_id=trade.id, symbol=trade.symbol, reason=e,
+                    "closing trade {trade_id} ({symbol}) has an unknown outcome ({reason}); the monitor looks "
+                    "it up, and the close is asked again in {delay:g} s if it is still open",
+                    trade_id=trade.id, symbol=trade.symbol, reason=e, delay=closing.next_at - now,
                 )
                 continue
             except Exception:
+                closing.last_error = "unexpected error"
                 self._log.failure(
                     "closing trade {trade_id} ({symbol}) has an unknown outcome; the monitor looks it up",
                     trade_id=trade.id, symbol=trade.symbol,
@@ -1001,6 +1031,24 @@ class AccountSession(Service):
                 self._log.info("trade {trade_id} closed, result not stored yet: {error}", trade_id=trade.id, error=e)
             except Exception:
                 self._log.failure("storing the result of closed trade {trade_id} failed", trade_id=trade.id)
+
+
+@attrs.define
+class Closing:
+    """A close asked for a trade and not yet seen done: why, since when, how
+    many tries, when the next is due, and the last refusal."""
+
+    why: str
+    since: float
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: Optional[str] = None
+
+
+#: The longest wait, in seconds, between two tries at a close the broker refused.
+CLOSE_RETRY_MAX = 60.0
+#: The broker's answer to a close of a position that is no longer open.
+POSITION_CLOSED = 10036
 
 
 #: What `AccountSession._place` returns when a signal's trade could not be

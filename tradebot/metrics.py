@@ -12,6 +12,7 @@ trades) are read at scrape time from the objects that hold them.
 | ``tradebot_streaming_connections`` | gauge | |
 | ``tradebot_sessions`` | gauge | |
 | ``tradebot_open_trades`` | gauge | |
+| ``tradebot_trades_closing`` | gauge | |
 | ``tradebot_trades_total`` | counter | ``result``: profit, loss, refused, cancelled |
 | ``tradebot_messages_sent_total`` | counter | |
 | ``tradebot_broker_call_seconds`` | histogram | ``broker`` (its opaque name), ``call`` |
@@ -44,6 +45,10 @@ class Metrics:
         )
         self.sessions = Gauge("tradebot_sessions", "Running account sessions.", registry=registry)
         self.open_trades = Gauge("tradebot_open_trades", "Trades pending or open.", registry=registry)
+        self.closing = Gauge(
+            "tradebot_trades_closing", "Trades whose close the broker refused and is being asked again.",
+            registry=registry,
+        )
         self.trades = Counter(
             "tradebot_trades", "Trades that ended, by result.", ["result"], registry=registry
         )
@@ -90,6 +95,7 @@ class Metrics:
         self.open_trades.set_function(
             lambda: sum(len(s.live_trades) for s in sessions_manager.sessions.values())
         )
+        self.closing.set_function(lambda: sum(len(s.closing) for s in sessions_manager.sessions.values()))
 
     def watch_brokers(self, backends) -> None:
         """Report each broker backend's availability at each scrape."""

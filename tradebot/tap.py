@@ -239,7 +239,7 @@ class TradebotService(MultiService):
         self.factory.sessions = self.sessions
         self.metrics.watch(lambda: len(self.factory.connections), self.sessions)
         self.metrics.watch_brokers(self.backends)
-        health = HealthCheck(self.store, self.backends, reactor)
+        health = HealthCheck(self.store, self.backends, reactor, sessions=self.sessions)
         self.endpoint = endpoints.serverFromString(reactor, config["port"])
         # on the public port, /health tells the status alone and /metrics is
         # refused, but to the operator's admin token

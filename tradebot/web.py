@@ -92,16 +92,24 @@ def _deny_admin(request) -> bytes:
     return b'{"error": "the admin token is needed: Authorization: Bearer TOKEN (tradebot admin-token)"}'
 
 
+#: Seconds a close may keep being refused before /health calls it a problem.
+CLOSING_ALARM = 60.0
+
+
 class HealthCheck:
     """The server's health: the database answers within `HEALTH_TIMEOUT`
-    seconds and takes writes, every broker can trade, and no account is
-    locked out of its broker (its stored password cannot be decrypted).
-    Brokers are named by their opaque names (`tradebot.serverkeys`)."""
+    seconds and takes writes, every broker can trade, no account is locked
+    out of its broker (its stored password cannot be decrypted), and no
+    trade has been waiting more than `CLOSING_ALARM` seconds for a close the
+    broker keeps refusing (`sessions`, a `SessionManager`: every close still
+    being retried is listed under ``"closing"``). Brokers are named by their
+    opaque names (`tradebot.serverkeys`)."""
 
-    def __init__(self, store, backends, clock):
+    def __init__(self, store, backends, clock, sessions=None):
         self.store = store
         self.backends = backends
         self.clock = clock
+        self.sessions = sessions
 
     async def report(self) -> dict:
         """``{"parts": {...}, "problems": [...]}``: each part's state, and a
@@ -131,7 +139,30 @@ class HealthCheck:
         if locked:
             parts["accounts"] = locked
             problems += [f"account {name}: {why}" for name, why in sorted(locked.items())]
+        closing = self._closing()
+        if closing:
+            parts["closing"] = closing
+            now = self.clock.seconds()
+            problems += [
+                f"account {name}: trade {c['trade_id']} not closed after {c['attempts']} tries "
+                f"({c['last_error']})"
+                for name, entries in sorted(closing.items())
+                for c in entries
+                if now - c["since"] > CLOSING_ALARM
+            ]
         return {"parts": parts, "problems": problems}
+
+    def _closing(self) -> dict:
+        """Account name -> the closes its session is still retrying."""
+        found = {}
+        for session in getattr(self.sessions, "sessions", {}).values():
+            entries = [
+                {"trade_id": trade_id, "why": c.why, "since": c.since, "attempts": c.attempts, "last_error": c.last_error}
+                for trade_id, c in sorted(session.closing.items())
+            ]
+            if entries:
+                found[session.account.name] = entries
+        return found
 
 
 class HealthResource(Resource):
