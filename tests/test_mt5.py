@@ -582,17 +582,20 @@ def test_the_offset_is_kept_when_a_closed_markets_tick_is_exactly_half_an_hour_o
     assert harness.backend.offset == 7200  # not 5400
 
 
-def test_the_first_offset_comes_from_a_fill_or_a_moving_tick_never_from_a_stale_one():
+def test_a_stale_tick_is_only_a_guess_until_a_fill_or_a_moving_tick_proves_the_offset():
     harness = Harness(warm=False)
     harness.terminal.set_market_closed("XAUUSD", True)
     harness.pass_time(3600)  # XAUUSD's last tick is an hour old
     result(harness.broker.tick("XAUUSD"))
     harness.pass_time(1)
     result(harness.broker.tick("XAUUSD"))
-    assert harness.backend.offset is None  # an hour-old tick tells nothing
+    # nothing better known (a restart on a still market): a guess, an hour off
+    assert (harness.backend.offset, harness.backend.offset_sure) == (3600, False)
     position = result(harness.broker.open_position(harness.order("EURUSD", comment="tb-f")))
-    assert harness.backend.offset == 7200  # the fill's own time does
+    assert (harness.backend.offset, harness.backend.offset_sure) == (7200, True)  # the fill's own time
     assert abs(position.opened_at - harness.terminal.now) < 2
+    result(harness.broker.tick("XAUUSD"))  # the stale tick again: the sure value stays
+    assert harness.backend.offset == 7200
 
 
 def test_a_filling_mode_the_server_refuses_on_sending_moves_to_the_next_and_is_remembered(harness):
@@ -687,7 +690,7 @@ def test_a_just_selected_symbol_with_no_quote_yet_is_no_price():
 
 def test_the_heartbeat_learns_the_servers_clock_from_a_symbol_in_use():
     harness = Harness(warm=False)
-    result(harness.broker.tick("EURUSD"))  # one read: nothing to compare with yet
-    assert harness.backend.offset is None
+    result(harness.broker.tick("EURUSD"))  # one read: nothing to compare with yet, a guess
+    assert harness.backend.offset_sure is False
     harness.pass_time(harness.backend.heartbeat)  # the market moved; the heartbeat reads it again
     assert (harness.backend.offset, harness.backend.offset_sure) == (7200, True)

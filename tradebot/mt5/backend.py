@@ -589,19 +589,26 @@ class MT5Backend(BrokerBackend):
         previous = self._last_ticks.get(name)
         self._last_ticks[name] = (tick_msc, now)
         if previous is not None and tick_msc > previous[0] and now - previous[1] <= FRESH_WINDOW:
-            self._measure_offset(tick_msc / 1000.0, now)
+            self._measure_offset(tick_msc / 1000.0, now, sure=True)
+        elif self.offset is None:
+            # nothing better known yet (a restart on a still market): a guess,
+            # used until a fresh time proves or replaces it, never over one
+            self._measure_offset(tick_msc / 1000.0, now, sure=False)
 
-    def _measure_offset(self, server_time: float, now: float) -> None:
+    def _measure_offset(self, server_time: float, now: float, sure: bool) -> None:
         """Server time minus UTC, in whole half hours, from `server_time`
-        known to be fresh at `now`; a time more than `OFFSET_TOLERANCE`
-        seconds off a half hour says nothing."""
+        seen at `now` (`sure`: known to be fresh then); a time more than
+        `OFFSET_TOLERANCE` seconds off a half hour says nothing, and a guess
+        never replaces a sure value."""
+        if not sure and self.offset_sure:
+            return
         difference = server_time - now
         offset = round(difference / 1800.0) * 1800.0
         if abs(difference - offset) <= OFFSET_TOLERANCE:
             if self.offset is not None and offset != self.offset:
                 self._log.info("mt5 {broker}: server time offset now {h:+g} h", broker=self.name, h=offset / 3600)
             self.offset = offset
-            self.offset_sure = True
+            self.offset_sure = self.offset_sure or sure
 
     async def _to_utc(self, server_time: float, symbol: str, required: bool = True) -> float:
         """`server_time` in UTC. Until the offset is known (a fresh tick of
@@ -852,7 +859,7 @@ class MT5Backend(BrokerBackend):
         if positions and self.reactor.seconds() - sent_at <= FRESH_WINDOW:
             # the position opened between sending and now: its time is a fresh one
             opened = positions[0].get("time_msc", 0) / 1000.0 or float(positions[0]["time"])
-            self._measure_offset(opened, self.reactor.seconds())
+            self._measure_offset(opened, self.reactor.seconds(), sure=True)
         if not positions:  # netting: the deal joined or reversed a position
             deals = await self._raw("history_deals_get", ticket=order_ticket) or []
             identifier = deals[0]["position_id"] if deals else order_ticket
