@@ -24,8 +24,8 @@ setup(
     packages=find_packages(include=["tradebot", "tradebot.*"]) + ["twisted.plugins"],
     package_data={
         "tradebot.plans": ["*.toml"],
-        "tradebot.dashboard": ["*.html", "*.js", "*.css"],
-        "tradebot.migrations": ["script.py.mako"],
+        "tradebot.server.dashboard": ["*.html", "*.js", "*.css"],
+        "tradebot.store.migrations": ["script.py.mako"],
     },
     install_requires=[
         "twisted[tls] >= 23.10",

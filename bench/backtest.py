@@ -21,10 +21,10 @@ import numpy as np
 
 from tradebot.backtest.bars import read_bars
 from tradebot.backtest.engine import backtest
-from tradebot.risk import PlanEngine
-from tradebot.paper import CATALOG
-from tradebot.plan import load_plan
-from tradebot.strategies import strategy_from_name
+from tradebot.plans.engine import PlanEngine
+from tradebot.brokers.paper import CATALOG
+from tradebot.plans.plan import load_plan
+from tradebot.signals.names import strategy_from_name
 
 
 def write_series(path, count, seed=2024):

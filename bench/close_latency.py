@@ -21,8 +21,8 @@ import tempfile
 from twisted.internet import defer, task
 
 from common import Clients, free_port, make_accounts, raise_fd_limit
-from tradebot.store import SyncStore
-from tradebot.tap import Options, makeService
+from tradebot.store.db import SyncStore
+from tradebot.server.tap import Options, makeService
 
 
 async def main(reactor, accounts, trades, speed, monitor_interval):

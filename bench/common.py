@@ -17,11 +17,11 @@ from decimal import Decimal
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from twisted.internet import defer
 
-from tradebot.store import SyncStore
+from tradebot.store.db import SyncStore
 
 #: The checkout these benchmarks belong to.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from tradebot.tokens import hash_token, new_token
+from tradebot.store.tokens import hash_token, new_token
 
 
 def raise_fd_limit(wanted=8192):

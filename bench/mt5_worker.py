@@ -2,7 +2,7 @@
 What the MT5 broker worker costs, and what a hung terminal costs the reactor.
 
 Serves the tests' fake terminal on 127.0.0.1 and runs the real broker worker
-(``python -m tradebot.mt5.worker``) against it, as the ``mt5://`` broker does:
+(``python -m tradebot.brokers.mt5.worker``) against it, as the ``mt5://`` broker does:
 
 1. round trips: `--calls` sequential ``symbol_info_tick`` calls through the
    worker to a fake terminal in a third process (latency median and p99, calls
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fakemt5.fake_terminal import FakeTerminal  # noqa: E402
 from tests.fakemt5.terminal_server import TerminalServer  # noqa: E402
-from tradebot.mt5.links import LinkFailed, WorkerLink  # noqa: E402
+from tradebot.brokers.mt5.links import LinkFailed, WorkerLink  # noqa: E402
 
 
 TERMINAL_PROCESS = """

@@ -26,7 +26,7 @@ import pytest
 from twisted.internet import defer
 from twisted.logger import LogLevel, globalLogPublisher
 
-from tradebot.store import SyncStore
+from tradebot.store.db import SyncStore
 
 from . import pg
 

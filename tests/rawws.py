@@ -15,7 +15,7 @@ import struct
 
 from twisted.internet import defer, protocol, reactor
 
-from tradebot import messages
+from tradebot.trading import messages
 
 
 def frame(opcode, payload=b"", fin=True, mask=True, rsv=0, length=None, key=b"\x00\x00\x00\x00", width=None):

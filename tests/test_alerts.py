@@ -13,15 +13,17 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot import alerts, messages, schema
-from tradebot.alerts import AlertQueue, UnknownWebhook
+from tradebot.trading import alerts
+from tradebot.trading import messages
+from tradebot.store import schema
+from tradebot.trading.alerts import AlertQueue, UnknownWebhook
 from tradebot.broker import BUY, SELL
 from tradebot.loops import AccountSession
-from tradebot.market import MarketData
-from tradebot.plan import load_plan
-from tradebot.signaljson import BadSignal
-from tradebot.strategies import FixedStops, Signal
-from tradebot.tokens import hash_token
+from tradebot.trading.market import MarketData
+from tradebot.plans.plan import load_plan
+from tradebot.signals.signaljson import BadSignal
+from tradebot.signals.strategies import FixedStops, Signal
+from tradebot.store.tokens import hash_token
 
 from .scripted import ScriptedBroker, ScriptedStrategy
 from .test_loops import Recorder

@@ -11,12 +11,12 @@ import pytest
 
 from tradebot.backtest.bars import bars_from_arrays
 from tradebot.backtest.engine import END_OF_DATA, backtest
-from tradebot.risk import Entry, PlanEngine, PlanEvent
+from tradebot.plans.engine import Entry, PlanEngine, PlanEvent
 from tradebot.backtest.report import summarize, summary_text
 from tradebot.broker import BUY, SELL
-from tradebot.paper import CATALOG
-from tradebot.plan import LOSS, Plan, load_plan, plan_from_dict
-from tradebot.strategies import strategy_from_name
+from tradebot.brokers.paper import CATALOG
+from tradebot.plans.plan import LOSS, Plan, load_plan, plan_from_dict
+from tradebot.signals.names import strategy_from_name
 
 EURUSD = CATALOG["EURUSD"]  # 5 digits, 100000 per lot, stops level 5, spread 10 points
 # BUY after a close at or below the one before and then one above it; SELL
@@ -263,7 +263,7 @@ def test_the_plan_engine_is_given_the_worst_equity_and_its_breaches_and_skips_co
 def test_the_backtester_converts_a_loss_at_the_stop_as_the_paper_market_does():
     from tradebot.backtest.engine import account_profit
     from tradebot.broker import BUY as B
-    from tradebot.paper import CATALOG as C, PaperMarket
+    from tradebot.brokers.paper import CATALOG as C, PaperMarket
 
     from twisted.internet.task import Clock
 

@@ -25,9 +25,9 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
 from tradebot import cli
-from tradebot.records import CLOSED, OPEN, PENDING
-from tradebot.store import SyncStore
-from tradebot.tokens import hash_token
+from tradebot.store.records import CLOSED, OPEN, PENDING
+from tradebot.store.db import SyncStore
+from tradebot.store.tokens import hash_token
 
 from . import pg
 
@@ -356,7 +356,7 @@ def test_set_changes_the_given_settings(run, store):
 
 
 def test_webhook_secret_printed_once_stored_as_a_hash_and_removed(run, db_url, store):
-    from tradebot import alerts
+    from tradebot.trading import alerts
 
     add(run, "alice")
     code, out, err = run("account", "set", "alice", "--webhook")
@@ -804,8 +804,8 @@ async def test_watch_stopped_with_ctrl_c_exits_0(fake_server):
 
 
 def test_show_prints_the_plan_state_headroom_and_history(run, store):
-    from tradebot.planstore import thd_save_plan_state
-    from tradebot.risk import DAILY_BREACH, PlanEvent, PlanState
+    from tradebot.store.planstore import thd_save_plan_state
+    from tradebot.plans.engine import DAILY_BREACH, PlanEvent, PlanState
 
     add(run, "alice", "--balance", "9700")
     account = store.account_by_name("alice")
@@ -837,7 +837,7 @@ def test_show_prints_the_plan_state_headroom_and_history(run, store):
 
 
 def test_admin_token_prints_a_new_token_keeps_only_its_hash_and_replaces_the_last(run, store):
-    from tradebot import serverkeys
+    from tradebot.store import serverkeys
 
     code, out, _ = run("admin-token")
     first = out.strip().splitlines()[-1]
@@ -852,7 +852,7 @@ def test_admin_token_prints_a_new_token_keeps_only_its_hash_and_replaces_the_las
 
 
 def test_account_show_names_the_accounts_broker_as_the_server_does(run, store):
-    from tradebot import serverkeys
+    from tradebot.store import serverkeys
 
     url = "mt5://?path=C:\\MT5\\terminal64.exe&login=51234567&server=Broker-Demo"
     assert run("account", "add", "mia", "--symbols", "EURUSD", "--broker-url", url)[0] == 0

@@ -1,5 +1,5 @@
 """
-A server killed (SIGKILL, by a fail point: `tradebot.failpoints`) at each step
+A server killed (SIGKILL, by a fail point: `tradebot.trading.failpoints`) at each step
 of a trade's cycle, then started again on the same database: every trade ends
 up recorded once with its true result, the account's balance, phase and step
 follow from it, no order is ever sent twice, and the client receives each
@@ -21,13 +21,14 @@ import sqlalchemy as sa
 from twisted.internet import defer, reactor, task
 from twisted.python.usage import UsageError
 
-from tradebot import messages, records
+from tradebot.trading import messages
+from tradebot.store import records
 from tradebot.cli import main as admin
-from tradebot.paper import STATE_KEY
-from tradebot.plan import load_plan
-from tradebot.schema import events
-from tradebot.store import SyncStore
-from tradebot.tap import Options, makeService
+from tradebot.brokers.paper import STATE_KEY
+from tradebot.plans.plan import load_plan
+from tradebot.store.schema import events
+from tradebot.store.db import SyncStore
+from tradebot.server.tap import Options, makeService
 
 from .serverproc import Servers
 from .test_mt5_links import PATH, Terminal, fake_environment

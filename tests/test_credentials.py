@@ -1,5 +1,5 @@
 """
-Broker passwords encrypted at rest: `tradebot.credentials` itself, the admin
+Broker passwords encrypted at rest: `tradebot.store.credentials` itself, the admin
 command that stores them (its password read from a real standard input), and
 the server's use of them: the MT5 backend logs in with the stored password,
 and an account whose password cannot be decrypted never trades while the
@@ -18,16 +18,19 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot import credentials, messages, records
-from tradebot.backends import LOCKED_REASON, Backends, UnavailableBroker
-from tradebot.broker import BUY, BrokerBackend, BrokerUnavailable, backend_from_url
-from tradebot.credentials import KEY_ENV, InvalidKey, Keyring, MissingKey, WrongKey, new_key
+from tradebot.store import credentials
+from tradebot.trading import messages
+from tradebot.store import records
+from tradebot.trading.backends import LOCKED_REASON, Backends, UnavailableBroker
+from tradebot.broker import BUY, BrokerBackend, BrokerUnavailable
+from tradebot.brokers.registry import backend_from_url
+from tradebot.store.credentials import KEY_ENV, InvalidKey, Keyring, MissingKey, WrongKey, new_key
 from tradebot.loops import SessionManager
-from tradebot.mt5.links import DirectLink, WorkerLink
-from tradebot.plan import load_plan
-from tradebot.records import Account
-from tradebot.strategies import Signal
-from tradebot.tokens import hash_token
+from tradebot.brokers.mt5.links import DirectLink, WorkerLink
+from tradebot.plans.plan import load_plan
+from tradebot.store.records import Account
+from tradebot.signals.strategies import Signal
+from tradebot.store.tokens import hash_token
 
 from .broker_contract import fails_with
 from .fakemt5.fake_terminal import FakeTerminal

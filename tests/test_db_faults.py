@@ -39,11 +39,12 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot import messages, records
+from tradebot.trading import messages
+from tradebot.store import records
 from tradebot.broker import BUY
-from tradebot.dbfaults import DISK_FULL, LOCKED, READ_ONLY, DatabaseFault
-from tradebot.store import SyncStore
-from tradebot.tokens import hash_token
+from tradebot.store.faults import DISK_FULL, LOCKED, READ_ONLY, DatabaseFault
+from tradebot.store.db import SyncStore
+from tradebot.store.tokens import hash_token
 
 from .conftest import InlineStore
 from .dblock import DatabaseLock, LockProcess

@@ -8,10 +8,11 @@ import pytest_twisted
 import treq
 from twisted.internet import defer, reactor
 
-from tradebot import messages, records
+from tradebot.trading import messages
+from tradebot.store import records
 from tradebot.cli import main as admin
-from tradebot.store import SyncStore
-from tradebot.tap import Options, makeService
+from tradebot.store.db import SyncStore
+from tradebot.server.tap import Options, makeService
 
 from .wsclient import connect, message_is
 
@@ -50,8 +51,8 @@ def make_admin_token(db_url) -> str:
     admin-token`` makes one)."""
     import time
 
-    from tradebot import serverkeys
-    from tradebot.tokens import new_token
+    from tradebot.store import serverkeys
+    from tradebot.store.tokens import new_token
 
     token = new_token()
     store = SyncStore(db_url)

@@ -14,9 +14,9 @@ import treq
 from twisted.internet import task
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot import messages
-from tradebot.backends import LOCKED_REASON
-from tradebot.credentials import KEY_ENV, new_key
+from tradebot.trading import messages
+from tradebot.trading.backends import LOCKED_REASON
+from tradebot.store.credentials import KEY_ENV, new_key
 
 from tradebot.cli import main as admin
 

@@ -11,14 +11,16 @@ import attrs
 import pytest
 from twisted.internet.task import Clock
 
-from tradebot import messages, records, schema
+from tradebot.trading import messages
+from tradebot.store import records
+from tradebot.store import schema
 from tradebot.broker import BUY, SELL, OrderRefused
-from tradebot.backends import Backends
+from tradebot.trading.backends import Backends
 from tradebot.loops import NOT_FOUND_LOOKS, AccountSession, SessionManager
-from tradebot.market import MarketData
-from tradebot.plan import load_plan
-from tradebot.strategies import Signal
-from tradebot.tokens import hash_token
+from tradebot.trading.market import MarketData
+from tradebot.plans.plan import load_plan
+from tradebot.signals.strategies import Signal
+from tradebot.store.tokens import hash_token
 
 from .scripted import FailingOnce, ScriptedBroker, ScriptedStrategy
 

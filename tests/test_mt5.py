@@ -11,10 +11,11 @@ from decimal import Decimal
 import pytest
 from twisted.internet.task import Clock
 
-from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, ClosedPosition, OrderRefused, OrderRequest, Position, backend_from_url
-from tradebot.mt5 import codes
-from tradebot.mt5.backend import DEFAULT_MAGIC, MT5Backend, OutcomeUnknown, settings_from_url
-from tradebot.mt5.links import DirectLink
+from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, ClosedPosition, OrderRefused, OrderRequest, Position
+from tradebot.brokers.registry import backend_from_url
+from tradebot.brokers.mt5 import codes
+from tradebot.brokers.mt5.backend import DEFAULT_MAGIC, MT5Backend, OutcomeUnknown, settings_from_url
+from tradebot.brokers.mt5.links import DirectLink
 
 from .broker_contract import BrokerContract, fails_with, result, run_until_closed, stops_around, wide_order
 from .fakemt5.fake_terminal import ACCOUNT_MARGIN_MODE_RETAIL_NETTING, FakeTerminal
@@ -136,7 +137,7 @@ def test_connecting_logs_in_when_the_terminal_is_on_another_account(monkeypatch)
 
 
 def test_the_worker_never_gets_the_password_in_its_environment(monkeypatch):
-    from tradebot.mt5.links import WorkerLink
+    from tradebot.brokers.mt5.links import WorkerLink
 
     monkeypatch.setenv("TRADEBOT_MT5_PASSWORD", "demo-pass")
     monkeypatch.setenv("TRADEBOT_MT5_PASSWORD_778", "demo-pass")
@@ -411,8 +412,8 @@ def test_a_bad_request_field_is_a_refusal_not_an_unknown_outcome(harness):
 
 
 def test_two_urls_naming_one_terminal_share_one_backend(logged_errors):
-    from tradebot.backends import Backends
-    from tradebot.records import Account
+    from tradebot.trading.backends import Backends
+    from tradebot.store.records import Account
 
     clock = Clock()
     built = []

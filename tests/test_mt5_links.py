@@ -20,8 +20,8 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
 from tradebot.broker import BUY, BrokerUnavailable, OrderRequest
-from tradebot.mt5.backend import MT5Backend
-from tradebot.mt5.links import LinkFailed, RpycLink, WorkerLink
+from tradebot.brokers.mt5.backend import MT5Backend
+from tradebot.brokers.mt5.links import LinkFailed, RpycLink, WorkerLink
 
 from .broker_contract import stops_around
 from .fakemt5.fake_terminal import FakeTerminal

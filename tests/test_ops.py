@@ -19,7 +19,7 @@ import treq
 from sqlalchemy.engine import make_url
 from twisted.internet import defer, protocol, reactor
 
-from tradebot import messages
+from tradebot.trading import messages
 
 from .test_e2e import add_account, make_admin_token, start_server
 from .wsclient import connect, message_is
@@ -181,9 +181,9 @@ CUSTOMER_URL = "mt5://?path=C:\\MT5\\terminal64.exe&login=51234567&server=Broker
 
 
 def test_a_broker_named_in_its_url_keeps_that_name_and_a_bad_name_is_refused():
-    from tradebot.backends import Backends
-    from tradebot.broker import backend_from_url
-    from tradebot.mt5.backend import settings_from_url
+    from tradebot.trading.backends import Backends
+    from tradebot.brokers.registry import backend_from_url
+    from tradebot.brokers.mt5.backend import settings_from_url
     from tradebot.broker import BrokerURL
 
     built = []
@@ -317,8 +317,8 @@ def test_health_and_metrics_show_a_close_the_broker_keeps_refusing():
     from twisted.internet.task import Clock
 
     from tradebot.loops import Closing
-    from tradebot.metrics import Metrics
-    from tradebot.web import CLOSING_ALARM, HealthCheck
+    from tradebot.server.metrics import Metrics
+    from tradebot.server.web import CLOSING_ALARM, HealthCheck
 
     from .broker_contract import result as fired
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from tradebot import messages
+from tradebot.trading import messages
 
 from .serverproc import Servers
 from .wsclient import connect, message_is
@@ -128,10 +128,10 @@ def test_the_installed_commands_run_outside_the_checkout(installed, tmp_path):
     upgraded = _run([installed / "tradebot", "--db", db, "db", "upgrade"], cwd=tmp_path)
     current = _run([installed / "tradebot", "--db", db, "db", "current"], cwd=tmp_path).stdout
     assert (tmp_path / "fresh.sqlite").exists(), upgraded.stdout + upgraded.stderr
-    head = _run([python, "-c", "from tradebot.migrations import head; print(head())"], cwd=tmp_path).stdout.strip()
+    head = _run([python, "-c", "from tradebot.store.migrations import head; print(head())"], cwd=tmp_path).stdout.strip()
     assert head and head in current
     # the shipped plans are data files of the package
-    plans = _run([python, "-c", "from tradebot.plan import load_plan; print(load_plan('default').name)"], cwd=tmp_path)
+    plans = _run([python, "-c", "from tradebot.plans.plan import load_plan; print(load_plan('default').name)"], cwd=tmp_path)
     assert plans.stdout.strip() == "default"
 
 

@@ -12,10 +12,11 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 
-from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, OrderRefused, OrderRequest, backend_from_url
+from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, OrderRefused, OrderRequest
+from tradebot.brokers.registry import backend_from_url
 from tradebot.backtest.bars import bars_from_arrays
-from tradebot import paper
-from tradebot.paper import (
+from tradebot.brokers import paper
+from tradebot.brokers.paper import (
     CATALOG,
     WARM_UP_BARS,
     BarReplayMarket,

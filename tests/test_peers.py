@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from tradebot import messages
+from tradebot.trading import messages
 
 from .rawws import frame, raw_connect, raw_websocket
 from .test_e2e import add_account, start_server

@@ -7,11 +7,11 @@ message reports the phase and step of the new state.
 
 from decimal import Decimal
 
-from tradebot import messages
+from tradebot.trading import messages
 from tradebot.broker import SELL
-from tradebot.planstore import thd_plan_events, thd_plan_state
-from tradebot.risk import DAILY_BREACH, DAY_ROLLOVER, PAUSED_TODAY, PHASE_PASSED, STEP_CHANGED
-from tradebot.strategies import Signal
+from tradebot.store.planstore import thd_plan_events, thd_plan_state
+from tradebot.plans.engine import DAILY_BREACH, DAY_ROLLOVER, PAUSED_TODAY, PHASE_PASSED, STEP_CHANGED
+from tradebot.signals.strategies import Signal
 
 from .test_loops import MONITOR_INTERVAL, SIGNAL_INTERVAL, Rig
 
@@ -327,7 +327,7 @@ def test_a_trade_closed_at_zero_is_a_loss_to_the_client_and_a_breakeven_to_the_l
 
 def test_the_operators_plan_change_is_applied_by_the_running_session_at_its_next_check(inline_store, tmp_path, capsys):
     from tradebot.cli import main as admin
-    from tradebot.risk import FAILED, PLAN_SET
+    from tradebot.plans.engine import FAILED, PLAN_SET
 
     tight = '[[phases]]\nmax_loss_pct = 1\non_loss = "hold"\nsteps = [{ lot = 1 }]\n'
     rig = Rig(inline_store, symbols=("EURUSD",), plan=plan_file(tmp_path, "loose", ONE_LOT))

@@ -1,5 +1,5 @@
 """
-The HTTP signal provider (`tradebot.remote.HttpStrategy`) against a real
+The HTTP signal provider (`tradebot.signals.remote.HttpStrategy`) against a real
 twisted.web server on 127.0.0.1: what it sends, each good answer, and each way
 of failing (timeout, refused connection, non-200, malformed body), which is
 "no signal", logged at most once a minute per kind, never raised. Time (the
@@ -21,9 +21,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tradebot.broker import BUY, SELL, Candles, SymbolSpec
-from tradebot.market import MarketData
-from tradebot.remote import HttpStrategy, redact_url
-from tradebot.strategies import AtrStops, FixedStops, Signal, shown_strategy, strategy_from_name
+from tradebot.trading.market import MarketData
+from tradebot.signals.remote import HttpStrategy, redact_url
+from tradebot.signals.strategies import AtrStops, FixedStops, Signal
+from tradebot.signals.names import shown_strategy, strategy_from_name
 
 # point 0.00001; least stop distance (5 + 10 + 1) points = 0.00016
 EURUSD = SymbolSpec("EURUSD", 5, Decimal(100000), Decimal("0.01"), Decimal(100), Decimal("0.01"), 5, 10)

@@ -1,5 +1,5 @@
 """
-The plan engine (tradebot.risk): each step rule, each shipped plan's
+The plan engine (tradebot.plans.engine): each step rule, each shipped plan's
 transitions, the trading day across time zones and DST, static and trailing
 maximum loss, minimum trading days, lot cutting at the headroom, breaches.
 All pure: times are epoch seconds given to the engine.
@@ -12,8 +12,8 @@ import attrs
 import pytest
 
 from tradebot.broker import SymbolSpec
-from tradebot.plan import LOSS, PROFIT, load_plan, plan_from_dict
-from tradebot.risk import (
+from tradebot.plans.plan import LOSS, PROFIT, load_plan, plan_from_dict
+from tradebot.plans.engine import (
     ACTIVE,
     COMPLETED,
     DAILY_BREACH,
@@ -182,7 +182,7 @@ def test_each_shipped_prop_firm_plan_encodes_its_firms_rules(name, zone, hour, b
 
 
 def test_no_shipped_plan_uses_a_fixed_offset_for_its_day():
-    from tradebot.plan import plan_names
+    from tradebot.plans.plan import plan_names
 
     for name in plan_names():
         assert not load_plan(name).time_zone.startswith("UTC+"), name
@@ -497,7 +497,7 @@ def test_a_risk_step_never_rounds_up_to_the_minimum_volume_unless_the_plan_allow
 
 @pytest.mark.parametrize("keys, step", [({}, 2), ({"on_breakeven": "reset"}, 1), ({"on_breakeven": "next"}, 3)])
 def test_a_breakeven_trade_moves_the_ladder_by_its_own_rule(keys, step):
-    from tradebot.plan import BREAKEVEN
+    from tradebot.plans.plan import BREAKEVEN
 
     e = ladder("reset", "next", **keys)
     state = attrs.evolve(e.start(D(10000), T0), step=2)

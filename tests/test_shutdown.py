@@ -19,7 +19,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, error, protocol, reactor
 
-from tradebot import messages, records
+from tradebot.trading import messages
+from tradebot.store import records
 from tradebot.broker import BUY
 from tradebot.loops import STOP_WAIT
 

@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.internet.task import Clock
 
-from tradebot import messages
+from tradebot.trading import messages
 from tradebot.loops import supersede_key
 from tradebot.protocol import CLOSE_POLICY_VIOLATION, PremiumFactory
 

@@ -1,5 +1,5 @@
 """
-Tests of `tradebot.indicators` and `tradebot.strategies`.
+Tests of `tradebot.signals.indicators` and `tradebot.signals.strategies`.
 
 The indicator tests compare against values worked out by hand for short
 series (the arithmetic is in the comments and expressions next to each
@@ -13,21 +13,10 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from tradebot import indicators
+from tradebot.signals import indicators
 from tradebot.broker import BUY, SELL, Candles, SymbolSpec
-from tradebot.strategies import (
-    DEFAULT_STRATEGY,
-    STRATEGY_NAMES,
-    AtrStops,
-    BollingerBreakout,
-    FixedStops,
-    MovingAverageCross,
-    RsiReversal,
-    Signal,
-    StopsRejected,
-    signal_with_stops,
-    strategy_from_name,
-)
+from tradebot.signals.strategies import AtrStops, BollingerBreakout, FixedStops, MovingAverageCross, RsiReversal, Signal, StopsRejected, signal_with_stops
+from tradebot.signals.names import DEFAULT_STRATEGY, STRATEGY_NAMES, strategy_from_name
 
 # point 0.00001, stops level 5 points, spread 10 points: the least stop
 # distance is (5 + 10 + 1) * 0.00001 = 0.00016.

@@ -24,7 +24,7 @@ import pytest
 from twisted.internet import endpoints
 from twisted.python.systemd import ListenFDs
 
-from tradebot.tap import Options
+from tradebot.server.tap import Options
 
 UNITS = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
 SERVICE = UNITS / "tradebot.service"

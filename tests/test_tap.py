@@ -10,7 +10,7 @@ import sys
 import pytest
 from twisted.python import usage
 
-from tradebot.tap import Options
+from tradebot.server.tap import Options
 
 
 def parse(*argv):
@@ -98,7 +98,7 @@ def test_the_example_config_holds_every_option_with_its_default(tmp_path):
     import tomllib
     from pathlib import Path
 
-    from tradebot.tap import DEFAULTS
+    from tradebot.server.tap import DEFAULTS
 
     example = Path(__file__).parent.parent / "contrib" / "tradebot.toml"
     with open(example, "rb") as f:

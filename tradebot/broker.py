@@ -1,6 +1,7 @@
 """
-The broker interface every broker implements, its value types, and the factory
-that turns a broker URL into a broker backend.
+The broker interface every broker implements, and its value types. The factory
+that turns a broker URL into a broker backend is `tradebot.brokers.registry`:
+this interface imports no broker.
 
 A *backend* is what one broker URL names: one simulated market, one MetaTrader 5
 terminal. It is shared by every account that trades through it, and hands out
@@ -23,9 +24,6 @@ SELL = "SELL"
 SIDES = (BUY, SELL)
 
 CENT = Decimal("0.01")
-
-#: The broker URL schemes `backend_from_url` knows.
-SCHEMES = ("paper", "mt5", "mt5linux")
 
 #: Why a position closed, as recorded and reported.
 CLOSE_REASONS = ("tp", "sl", "stop_out", "manual", "expert", "other")
@@ -177,7 +175,7 @@ class ClosedPosition:
 class Broker:
     """One trading account at a broker. Every method returns a Deferred.
 
-    Implementations: `tradebot.paper.PaperBroker`, `tradebot.mt5.backend.MT5Broker`.
+    Implementations: `tradebot.brokers.paper.PaperBroker`, `tradebot.brokers.mt5.backend.MT5Broker`.
     `available` is False while the broker cannot take orders. A new broker passes the
     contract suite in ``tests/broker_contract.py``.
     """
@@ -264,7 +262,7 @@ class BrokerBackend:
     #: customer's login, broker server or terminal path: never log or show it.
     url: str = ""
     #: What logs, /health and /metrics call it: opaque and stable, never the
-    #: login, server, path or address its URL gives (`tradebot.serverkeys`).
+    #: login, server, path or address its URL gives (`tradebot.store.serverkeys`).
     name: str = "broker"
 
     def description(self) -> str:
@@ -314,39 +312,3 @@ class BrokerURL:
         parts = urlsplit(url)
         params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         return cls(scheme=parts.scheme, netloc=parts.netloc, params=params)
-
-
-def check_url(url: str) -> None:
-    """Raise ValueError, naming the problem, unless `url` is a broker URL
-    `backend_from_url` accepts. Builds nothing and starts nothing."""
-    parsed = BrokerURL.parse(url)
-    if parsed.scheme == "paper":
-        from tradebot.paper import PaperBackend
-
-        PaperBackend.from_url(parsed, reactor=_CHECK_ONLY)
-    elif parsed.scheme in ("mt5", "mt5linux"):
-        from tradebot.mt5.backend import settings_from_url
-
-        settings_from_url(parsed)
-    else:
-        raise ValueError(f"unknown broker URL scheme {parsed.scheme!r} (known: {', '.join(SCHEMES)})")
-
-
-#: Stands in for a reactor where a backend is built only to check its URL.
-_CHECK_ONLY = object()
-
-
-def backend_from_url(url: str, store=None, reactor=None) -> BrokerBackend:
-    """Build the backend a broker URL names. `store` persists simulated
-    accounts; `reactor` provides the clock. Raises ValueError for an unknown
-    scheme or a malformed parameter."""
-    parsed = BrokerURL.parse(url)
-    if parsed.scheme == "paper":
-        from tradebot.paper import PaperBackend
-
-        return PaperBackend.from_url(parsed, store=store, reactor=reactor)
-    if parsed.scheme in ("mt5", "mt5linux"):
-        from tradebot.mt5.backend import backend_from_url as mt5_backend
-
-        return mt5_backend(parsed, reactor=reactor)
-    raise ValueError(f"unknown broker URL scheme {parsed.scheme!r} (known: {', '.join(SCHEMES)})")

@@ -31,12 +31,14 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tradebot import alerts, credentials, migrations
+from tradebot.trading import alerts
+from tradebot.store import credentials
+from tradebot.store import migrations
 from tradebot.backtest import command as backtest_command
-from tradebot.dbfaults import DatabaseFault
-from tradebot.migrations import SchemaError
-from tradebot.store import DEFAULT_DB_URL, StoreError, SyncStore
-from tradebot.tokens import hash_token, new_token
+from tradebot.store.faults import DatabaseFault
+from tradebot.store.migrations import SchemaError
+from tradebot.store.db import DEFAULT_DB_URL, StoreError, SyncStore
+from tradebot.store.tokens import hash_token, new_token
 
 PROG = "tradebot"
 DEMO_SYMBOLS = "XAUUSD,EURUSD,GBPUSD,USDJPY,BTCUSD"
@@ -94,7 +96,8 @@ def check_account_broker(url: str) -> str:
     """An account's own broker URL, checked: an MT5 terminal (the paper
     market is the server's, shared by every account on it). Raises
     `CommandError`."""
-    from tradebot.broker import BrokerURL, check_url
+    from tradebot.broker import BrokerURL
+    from tradebot.brokers.registry import check_url
 
     try:
         check_url(url)
@@ -164,7 +167,7 @@ def check_known_symbols(symbols: Iterable[str], broker_url: str) -> None:
     """Raise `CommandError` unless the broker at `broker_url` offers every
     symbol; symbols are not checked when the broker cannot tell without
     connecting to a server."""
-    from tradebot.broker import backend_from_url
+    from tradebot.brokers.registry import backend_from_url
 
     try:
         known = backend_from_url(broker_url, store=None, reactor=None).known_symbols()
@@ -206,7 +209,7 @@ def parse_positive_int(text: str, option: str) -> int:
 def check_plan(name: str) -> str:
     """`name` if it names a plan (shipped, or a plan file); raises
     `CommandError` otherwise."""
-    from tradebot.plan import load_plan
+    from tradebot.plans.plan import load_plan
 
     try:
         load_plan(name)
@@ -388,7 +391,7 @@ def cmd_account_show(args, store) -> int:
 
 def _broker_name(store, url) -> str:
     """What the server's logs, /health and /metrics call the account's broker."""
-    from tradebot import serverkeys
+    from tradebot.store import serverkeys
     from tradebot.broker import BrokerURL
 
     if url is None:
@@ -396,7 +399,7 @@ def _broker_name(store, url) -> str:
     parsed = BrokerURL.parse(url)
     if parsed.scheme not in ("mt5", "mt5linux"):
         return parsed.scheme
-    from tradebot.mt5.backend import settings_from_url, terminal_identity
+    from tradebot.brokers.mt5.backend import settings_from_url, terminal_identity
 
     try:
         settings = settings_from_url(parsed)
@@ -412,9 +415,9 @@ def _show_plan(store, account) -> None:
     """Print the account's plan state: status, the day and its starting
     balance, the headroom left under each limit at the stored balance, the
     target, and the history of plan events."""
-    from tradebot.plan import PlanError, load_plan
-    from tradebot.planstore import thd_pending_plan_changes, thd_plan_events, thd_plan_state
-    from tradebot.risk import PlanEngine
+    from tradebot.plans.plan import PlanError, load_plan
+    from tradebot.store.planstore import thd_pending_plan_changes, thd_plan_events, thd_plan_state
+    from tradebot.plans.engine import PlanEngine
 
     for _, changes in store.run(thd_pending_plan_changes, account.id):
         print(f"{'plan change:':17}queued, not applied yet: {json.dumps(changes)}")
@@ -506,7 +509,7 @@ def cmd_account_set(args, store) -> int:
 def cmd_account_plan(args, store) -> int:
     """Queue the operator's change to the account's plan state and say when
     it takes effect."""
-    from tradebot.planstore import thd_queue_plan_change
+    from tradebot.store.planstore import thd_queue_plan_change
 
     account = _existing(store, args.name)
     store.run(thd_queue_plan_change, account.id, args.changes, time.time())
@@ -538,7 +541,7 @@ def cmd_account_reencrypt(args, store) -> int:
 def cmd_admin_token(args, store) -> int:
     """Make a new admin token, keep its hash (the old token stops working)
     and print it, alone on the last line."""
-    from tradebot import serverkeys
+    from tradebot.store import serverkeys
 
     token = new_token()
     store.run(serverkeys.thd_set_admin_token, token, time.time())
@@ -593,7 +596,7 @@ def cmd_demo(args, store) -> int:
 
 
 def _existing(store, name):
-    from tradebot.store import UnknownAccount
+    from tradebot.store.db import UnknownAccount
 
     account = store.account_by_name(name)
     if account is None:

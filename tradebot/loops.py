@@ -31,7 +31,7 @@ A breach of the plan's loss limits under a phase with ``close_on_breach``
 closes each live open trade at the broker, once; its result is completed as
 any other, and a close whose outcome is unknown is left to the monitor loop.
 
-While the database takes no writes (`tradebot.dbfaults`), no new trade is
+While the database takes no writes (`tradebot.store.faults`), no new trade is
 placed and the clients are told once each way (trading paused, resumed). A
 trade whose fill or result cannot be stored stays live and is stored at a
 later monitor tick; its result is sent only once stored.
@@ -47,9 +47,11 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from tradebot import messages, records, risk
-from tradebot.dbfaults import DatabaseFault
-from tradebot.failpoints import crash_point
+from tradebot.trading import messages
+from tradebot.store import records
+from tradebot.plans import engine as risk
+from tradebot.store.faults import DatabaseFault
+from tradebot.trading.failpoints import crash_point
 from tradebot.broker import (
     BUY,
     BrokerUnavailable,
@@ -59,11 +61,11 @@ from tradebot.broker import (
     Position,
     to_cents,
 )
-from tradebot import plan as planfile
-from tradebot.plan import TRAILING, PlanError
-from tradebot.planlive import PlanKeeper
-from tradebot.records import Account, TradeRecord
-from tradebot.strategies import StopsRejected
+from tradebot.plans import plan as planfile
+from tradebot.plans.plan import TRAILING, PlanError
+from tradebot.trading.planstate import PlanKeeper
+from tradebot.store.records import Account, TradeRecord
+from tradebot.signals.strategies import StopsRejected
 
 
 class AccountLogger(Logger):
@@ -170,7 +172,7 @@ class AccountSession(Service):
         alerts=None,
     ):
         self.name = f"account-{account.id}"
-        self._alerts = alerts  # queued webhook alerts (tradebot.alerts), taken before the strategy
+        self._alerts = alerts  # queued webhook alerts (tradebot.trading.alerts), taken before the strategy
         self._metrics = metrics
         self.account = account
         self._store = store
@@ -205,7 +207,7 @@ class AccountSession(Service):
         self._under_way = set()  # Deferreds of the guarded work running now
         # every line carries the account's name (a field of its own in JSON logs)
         self._log = log = AccountLogger(account.name, namespace=type(self)._log.namespace)
-        # the plan's state: its limits gate every entry (tradebot.risk)
+        # the plan's state: its limits gate every entry (tradebot.plans.engine)
         self._plan = PlanKeeper(account.id, lambda: self._plans(self.account.plan), store, clock, log)
         self._signal_loop = _Loop(log, "signal check", self._check_signals, clock, self._track)
         self._monitor_loop = _Loop(log, "trade monitor", self._monitor, clock, self._track)

@@ -5,7 +5,7 @@ It runs the live rules on past bars:
 
 - after each completed bar, while no trade is open, the strategy's own
   ``evaluate`` sees the last `candles_needed` bars, as the live session's
-  signal check does (`tradebot.market`);
+  signal check does (`tradebot.trading.market`);
 - a signal is filled at the next bar's open: the bid is the open, the ask the
   open plus the spread; the stops come from ``Signal.levels`` (the strategy's
   stops helper, widened to the live minimum of stops level plus spread) and
@@ -20,9 +20,9 @@ It runs the live rules on past bars:
   closes at the bar's open (the bid for a BUY, the ask for a SELL), and a bar
   that opens beyond the take profit closes there even if it later reaches
   the stop loss;
-- an order whose margin (`tradebot.paper.required_margin`) exceeds the
+- an order whose margin (`tradebot.brokers.paper.required_margin`) exceeds the
   balance is refused, as the paper broker refuses it;
-- profit is the paper market's (`tradebot.paper.profit_in_quote`) in cents,
+- profit is the paper market's (`tradebot.brokers.paper.profit_in_quote`) in cents,
   less the commission per lot; a close moves the plan engine along.
 
 Only one trade is open at a time (one symbol). While flat, a screen
@@ -37,13 +37,13 @@ from typing import Callable, List, Optional, Tuple
 import attrs
 import numpy as np
 
-from tradebot import plan as plans
+from tradebot.plans import plan as plans
 from tradebot.backtest.bars import Bars
 from tradebot.backtest.screens import screen
 from tradebot.broker import BUY, SymbolSpec, to_cents
-from tradebot.paper import ACCOUNT_CURRENCY, profit_in_account, required_margin
-from tradebot.risk import COMPLETED, FAILED
-from tradebot.strategies import StopsRejected
+from tradebot.brokers.paper import ACCOUNT_CURRENCY, profit_in_account, required_margin
+from tradebot.plans.engine import COMPLETED, FAILED
+from tradebot.signals.strategies import StopsRejected
 
 #: Close reason of a trade still open on the last bar, closed at its close.
 END_OF_DATA = "end"
@@ -101,7 +101,7 @@ class Result:
 
 def account_profit(spec: SymbolSpec, side: str, volume, price_open, price_close) -> Decimal:
     """Unrounded profit in the account currency (USD), by the paper market's
-    rule (`tradebot.paper.profit_in_account`): a USDxxx symbol's converted at
+    rule (`tradebot.brokers.paper.profit_in_account`): a USDxxx symbol's converted at
     the close price; a cross, which its own bars cannot convert, raises
     ValueError."""
     try:

@@ -16,8 +16,8 @@ from typing import Optional
 
 import numpy as np
 
-from tradebot import indicators
-from tradebot.strategies import BollingerBreakout, MovingAverageCross
+from tradebot.signals import indicators
+from tradebot.signals.strategies import BollingerBreakout, MovingAverageCross
 
 #: Indicator values this close (relative to the price) count as touching.
 TOLERANCE = 1e-9

@@ -1,2 +1,0 @@
-"""The web dashboard's files (``index.html``, ``app.js``, ``app.css``),
-served by `tradebot.web` from the installed package: nothing from a CDN."""

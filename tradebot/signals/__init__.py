@@ -1,0 +1,1 @@
+"""Where signals come from: strategies and indicators, the HTTP provider, the signal JSON."""

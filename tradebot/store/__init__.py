@@ -1,0 +1,1 @@
+"""Persistence: the store, its schema and records, plan storage, database faults, secrets, migrations."""

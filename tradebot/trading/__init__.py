@@ -1,0 +1,1 @@
+"""The trading sessions' parts: placement, watching, delivery, plan state, market data, alerts."""
