@@ -25,7 +25,7 @@ from tradebot.trading.backends import LOCKED_REASON, Backends, UnavailableBroker
 from tradebot.broker import BUY, BrokerBackend, BrokerUnavailable
 from tradebot.brokers.registry import backend_from_url
 from tradebot.store.credentials import KEY_ENV, InvalidKey, Keyring, MissingKey, WrongKey, new_key
-from tradebot.loops import SessionManager
+from tradebot.trading.manager import SessionManager
 from tradebot.brokers.mt5.links import DirectLink, WorkerLink
 from tradebot.plans.plan import load_plan
 from tradebot.store.records import Account

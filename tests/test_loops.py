@@ -16,7 +16,8 @@ from tradebot.store import records
 from tradebot.store import schema
 from tradebot.broker import BUY, SELL, OrderRefused
 from tradebot.trading.backends import Backends
-from tradebot.loops import NOT_FOUND_LOOKS, AccountSession, SessionManager
+from tradebot.loops import NOT_FOUND_LOOKS, AccountSession
+from tradebot.trading.manager import SessionManager
 from tradebot.trading.market import MarketData
 from tradebot.plans.plan import load_plan
 from tradebot.signals.strategies import Signal

@@ -31,14 +31,13 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from tradebot.trading import alerts
-from tradebot.store import credentials
-from tradebot.store import migrations
 from tradebot.backtest import command as backtest_command
+from tradebot.store import credentials, migrations
+from tradebot.store.db import DEFAULT_DB_URL, StoreError, SyncStore
 from tradebot.store.faults import DatabaseFault
 from tradebot.store.migrations import SchemaError
-from tradebot.store.db import DEFAULT_DB_URL, StoreError, SyncStore
 from tradebot.store.tokens import hash_token, new_token
+from tradebot.trading import alerts
 
 PROG = "tradebot"
 DEMO_SYMBOLS = "XAUUSD,EURUSD,GBPUSD,USDJPY,BTCUSD"
@@ -391,8 +390,8 @@ def cmd_account_show(args, store) -> int:
 
 def _broker_name(store, url) -> str:
     """What the server's logs, /health and /metrics call the account's broker."""
-    from tradebot.store import serverkeys
     from tradebot.broker import BrokerURL
+    from tradebot.store import serverkeys
 
     if url is None:
         return "the server's broker (paper, or its own name)"
@@ -415,9 +414,9 @@ def _show_plan(store, account) -> None:
     """Print the account's plan state: status, the day and its starting
     balance, the headroom left under each limit at the stored balance, the
     target, and the history of plan events."""
+    from tradebot.plans.engine import PlanEngine
     from tradebot.plans.plan import PlanError, load_plan
     from tradebot.store.planstore import thd_pending_plan_changes, thd_plan_events, thd_plan_state
-    from tradebot.plans.engine import PlanEngine
 
     for _, changes in store.run(thd_pending_plan_changes, account.id):
         print(f"{'plan change:':17}queued, not applied yet: {json.dumps(changes)}")

@@ -31,9 +31,9 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from tradebot.trading import messages
 from tradebot.server.limits import Gatekeeper, Limits, Refused
 from tradebot.store.tokens import hash_token, token_matches
+from tradebot.trading import messages
 
 PREMIUM_PATHS = ("/ws/check/premium", "/ws/check/premium/")
 

@@ -45,12 +45,12 @@ def _amount(text: str, option: str, allow_zero: bool) -> Decimal:
 def run(args, out=None, err=None) -> int:
     """Run the backtest `args` ask for; print the summary to `out`, the
     progress to `err` (when it is a terminal). Raises `BacktestError`."""
-    from tradebot.plans import plan as plans
     from tradebot.backtest import bars as bars_module
     from tradebot.backtest.engine import backtest
-    from tradebot.plans.engine import PlanEngine
     from tradebot.backtest.report import summarize, summary_text, write_report
     from tradebot.brokers.paper import CATALOG
+    from tradebot.plans import plan as plans
+    from tradebot.plans.engine import PlanEngine
     from tradebot.signals.names import strategy_from_name
 
     out = out or sys.stdout

@@ -37,11 +37,11 @@ from typing import Callable, List, Optional, Tuple
 import attrs
 import numpy as np
 
-from tradebot.plans import plan as plans
 from tradebot.backtest.bars import Bars
 from tradebot.backtest.screens import screen
 from tradebot.broker import BUY, SymbolSpec, to_cents
 from tradebot.brokers.paper import ACCOUNT_CURRENCY, profit_in_account, required_margin
+from tradebot.plans import plan as plans
 from tradebot.plans.engine import COMPLETED, FAILED
 from tradebot.signals.strategies import StopsRejected
 

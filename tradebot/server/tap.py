@@ -14,20 +14,20 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tradebot.trading import failpoints
-from tradebot.store import serverkeys
-from tradebot.trading.alerts import DEFAULT_TTL, AlertQueue
 from tradebot.brokers.registry import backend_from_url, check_url
-from tradebot.server.limits import Limits, parse_addresses
-from tradebot.loops import SessionManager
-from tradebot.server.metrics import Metrics
-from tradebot.store.migrations import SchemaError
-from tradebot.trading.backends import Backends
 from tradebot.plans.plan import PlanError, load_plan
 from tradebot.protocol import PremiumFactory
-from tradebot.store.db import DEFAULT_DB_URL, Store
-from tradebot.signals.names import DEFAULT_STRATEGY, shown_strategy, strategy_from_name
+from tradebot.server.limits import Limits, parse_addresses
+from tradebot.server.metrics import Metrics
 from tradebot.server.web import HealthCheck, make_admin_site, make_site
+from tradebot.signals.names import DEFAULT_STRATEGY, shown_strategy, strategy_from_name
+from tradebot.store import serverkeys
+from tradebot.store.db import DEFAULT_DB_URL, Store
+from tradebot.store.migrations import SchemaError
+from tradebot.trading import failpoints
+from tradebot.trading.alerts import DEFAULT_TTL, AlertQueue
+from tradebot.trading.backends import Backends
+from tradebot.trading.manager import SessionManager
 
 if sys.version_info >= (3, 11):
     import tomllib

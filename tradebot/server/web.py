@@ -16,8 +16,8 @@ secret.
 """
 
 import json
-from typing import Optional
 from importlib import resources
+from typing import Optional
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet import defer, task
@@ -28,13 +28,12 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from tradebot.server.addresses import RecentEvents
 from tradebot.server.httpguard import REQUEST_TIMEOUT, GuardedSite
-
-from tradebot.trading.alerts import UnknownWebhook
 from tradebot.server.metrics import CONTENT_TYPE_LATEST
-from tradebot.store.serverkeys import thd_admin_token_hash
-from tradebot.store.db import thd_trades_page
 from tradebot.signals.signaljson import MAX_BODY, BadSignal
+from tradebot.store.db import thd_trades_page
+from tradebot.store.serverkeys import thd_admin_token_hash
 from tradebot.store.tokens import hash_token, token_matches
+from tradebot.trading.alerts import UnknownWebhook
 
 #: Seconds /health waits for the database before calling it unreachable.
 HEALTH_TIMEOUT = 5.0

@@ -34,8 +34,8 @@ from typing import Optional, Tuple
 import attrs
 import numpy as np
 
-from tradebot.signals import indicators
 from tradebot.broker import BUY, SELL, SIDES, Candles, SymbolSpec
+from tradebot.signals import indicators
 
 
 class StopsRejected(ValueError):

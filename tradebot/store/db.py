@@ -30,11 +30,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from tradebot.store import records
-from tradebot.store.records import Account, Completion, PendingEvent, TradeRecord
-from tradebot.store import migrations
-from tradebot.store.planstore import thd_save_plan_state
+from tradebot.store import migrations, records
 from tradebot.store.faults import CHECK_INTERVAL, UNREACHABLE, DatabaseFault, WriteHealth, classify
+from tradebot.store.planstore import thd_save_plan_state
+from tradebot.store.records import Account, Completion, PendingEvent, TradeRecord
 from tradebot.store.schema import accounts, broker_state, events, trades
 
 DEFAULT_DB_URL = "sqlite:///tradebot.sqlite"

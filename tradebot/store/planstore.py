@@ -13,8 +13,8 @@ from typing import Iterable, List, Optional, Tuple
 
 import sqlalchemy as sa
 
-from tradebot.store import records
 from tradebot.plans.engine import PlanEvent, PlanState
+from tradebot.store import records
 from tradebot.store.schema import accounts, plan_changes, plan_events, plan_states, trades
 
 

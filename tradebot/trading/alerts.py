@@ -30,10 +30,10 @@ import attrs
 import sqlalchemy as sa
 from twisted.logger import Logger
 
-from tradebot.store.schema import alerts, webhooks
 from tradebot.signals.signaljson import BadSignal, parse_object, read_signal
-from tradebot.store.db import UnknownAccount, thd_account_by_id, thd_account_by_name
 from tradebot.signals.strategies import AtrStops, signal_with_stops
+from tradebot.store.db import UnknownAccount, thd_account_by_id, thd_account_by_name
+from tradebot.store.schema import alerts, webhooks
 from tradebot.store.tokens import hash_token, token_matches
 
 #: Alert statuses: waiting for a check; taken by one; replaced by a newer

@@ -26,12 +26,11 @@ from typing import Callable, Dict, Optional, Tuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tradebot.store import credentials
-from tradebot.store import serverkeys
 from tradebot.broker import Broker, BrokerBackend, BrokerUnavailable
 from tradebot.brokers.registry import backend_from_url
-from tradebot.trading.market import MarketData
+from tradebot.store import credentials, serverkeys
 from tradebot.store.records import Account
+from tradebot.trading.market import MarketData
 
 #: What the clients of an account whose password cannot be decrypted are told.
 LOCKED_REASON = (

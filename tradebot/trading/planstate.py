@@ -25,6 +25,7 @@ from typing import Callable, List, Optional, Tuple
 import attrs
 from twisted.internet import defer
 
+from tradebot.plans.engine import Entry, PlanEngine, PlanEvent, PlanState
 from tradebot.store.faults import DatabaseFault
 from tradebot.store.planstore import (
     thd_apply_plan_changes,
@@ -34,7 +35,6 @@ from tradebot.store.planstore import (
     thd_results_since,
     thd_save_plan_state,
 )
-from tradebot.plans.engine import Entry, PlanEngine, PlanEvent, PlanState
 
 
 class PlanKeeper:

@@ -29,8 +29,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from tradebot.broker import BrokerUnavailable
-from tradebot.store.credentials import KEY_ENV
 from tradebot.brokers.mt5 import wire
+from tradebot.store.credentials import KEY_ENV
 
 
 class LinkFailed(BrokerUnavailable):
