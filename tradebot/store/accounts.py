@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from tradebot.store import records
+from tradebot.store.engine import StoreError
 from tradebot.store.records import Account
 from tradebot.store.rows import DuplicateAccount, UnknownAccount, _account, _one_account
 from tradebot.store.schema import accounts, trades
