@@ -18,7 +18,8 @@ from twisted.internet.task import Clock
 
 from tradebot.trading import messages
 from tradebot.loops import supersede_key
-from tradebot.protocol import CLOSE_POLICY_VIOLATION, PremiumFactory
+from tradebot.protocol import CLOSE_POLICY_VIOLATION
+from tradebot.server.websocket import PremiumFactory
 
 from .test_e2e import add_account, start_server
 
