@@ -13,15 +13,14 @@ import json
 import sys
 import time
 
-import sqlalchemy as sa
 import treq
 from twisted.internet import defer, task
 
 sys.path.insert(0, __file__.rsplit("/", 2)[0])
 
 from bench.common import Server, make_accounts  # noqa: E402
-from tradebot.store.schema import trades  # noqa: E402
 from tradebot.store.db import SyncStore  # noqa: E402
+from tradebot.store.schema import trades  # noqa: E402
 
 
 def fill(db_url, count):

@@ -21,8 +21,8 @@ import numpy as np
 
 from tradebot.backtest.bars import read_bars
 from tradebot.backtest.engine import backtest
-from tradebot.plans.engine import PlanEngine
 from tradebot.brokers.paper import CATALOG
+from tradebot.plans.engine import PlanEngine
 from tradebot.plans.plan import load_plan
 from tradebot.signals.names import strategy_from_name
 

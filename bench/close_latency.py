@@ -18,11 +18,11 @@ import argparse
 import statistics
 import tempfile
 
+from common import Clients, free_port, make_accounts, raise_fd_limit
 from twisted.internet import defer, task
 
-from common import Clients, free_port, make_accounts, raise_fd_limit
-from tradebot.store.db import SyncStore
 from tradebot.server.tap import Options, makeService
+from tradebot.store.db import SyncStore
 
 
 async def main(reactor, accounts, trades, speed, monitor_interval):

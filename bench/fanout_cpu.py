@@ -12,9 +12,8 @@ window and divides the server's CPU time by it.
 
 import argparse
 
-from twisted.internet import defer, task
-
 from common import Clients, Server, make_accounts, raise_fd_limit
+from twisted.internet import defer, task
 
 
 async def main(reactor, accounts, seconds):

@@ -12,9 +12,8 @@ ping, and reads the server's resident memory before and after. Two shapes:
 import argparse
 import sys
 
-from twisted.internet import defer, task
-
 from common import Clients, Server, make_accounts, raise_fd_limit
+from twisted.internet import defer, task
 
 
 async def measure(reactor, server, warm_url, urls):

@@ -31,7 +31,6 @@ from tests.fakemt5.fake_terminal import FakeTerminal  # noqa: E402
 from tests.fakemt5.terminal_server import TerminalServer  # noqa: E402
 from tradebot.brokers.mt5.links import LinkFailed, WorkerLink  # noqa: E402
 
-
 TERMINAL_PROCESS = """
 import sys
 from twisted.internet import reactor

@@ -24,9 +24,8 @@ tests/test_slow_clients.py.
 import argparse
 import socket
 
-from twisted.internet import defer, task
-
 from common import Clients, Server, make_accounts, raise_fd_limit
+from twisted.internet import defer, task
 
 SYMBOLS = ("XAUUSD", "EURUSD", "GBPUSD", "USDJPY", "BTCUSD")
 

@@ -13,17 +13,16 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot.trading import alerts
-from tradebot.trading import messages
-from tradebot.store import schema
-from tradebot.trading.alerts import AlertQueue, UnknownWebhook
 from tradebot.broker import BUY, SELL
 from tradebot.loops import AccountSession
-from tradebot.trading.market import MarketData
 from tradebot.plans.plan import load_plan
 from tradebot.signals.signaljson import BadSignal
 from tradebot.signals.strategies import FixedStops, Signal
+from tradebot.store import schema
 from tradebot.store.tokens import hash_token
+from tradebot.trading import alerts, messages
+from tradebot.trading.alerts import AlertQueue, UnknownWebhook
+from tradebot.trading.market import MarketData
 
 from .scripted import ScriptedBroker, ScriptedStrategy
 from .test_loops import Recorder

@@ -11,10 +11,10 @@ import pytest
 
 from tradebot.backtest.bars import bars_from_arrays
 from tradebot.backtest.engine import END_OF_DATA, backtest
-from tradebot.plans.engine import Entry, PlanEngine, PlanEvent
 from tradebot.backtest.report import summarize, summary_text
 from tradebot.broker import BUY, SELL
 from tradebot.brokers.paper import CATALOG
+from tradebot.plans.engine import Entry, PlanEngine, PlanEvent
 from tradebot.plans.plan import LOSS, Plan, load_plan, plan_from_dict
 from tradebot.signals.names import strategy_from_name
 
@@ -261,11 +261,12 @@ def test_the_plan_engine_is_given_the_worst_equity_and_its_breaches_and_skips_co
 
 
 def test_the_backtester_converts_a_loss_at_the_stop_as_the_paper_market_does():
+    from twisted.internet.task import Clock
+
     from tradebot.backtest.engine import account_profit
     from tradebot.broker import BUY as B
-    from tradebot.brokers.paper import CATALOG as C, PaperMarket
-
-    from twisted.internet.task import Clock
+    from tradebot.brokers.paper import CATALOG as C
+    from tradebot.brokers.paper import PaperMarket
 
     market = PaperMarket(Clock())
     args = (B, Decimal("1"), Decimal("151.512"), Decimal("150.012"))

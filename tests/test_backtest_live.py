@@ -12,13 +12,13 @@ from twisted.internet.task import Clock
 
 from tradebot.backtest.bars import bars_from_arrays
 from tradebot.backtest.engine import backtest
-from tradebot.plans.engine import PlanEngine
-from tradebot.loops import AccountSession
-from tradebot.trading.market import MarketData
 from tradebot.brokers.paper import CATALOG, WARM_UP_BARS, BarReplayMarket, PaperBackend
+from tradebot.loops import AccountSession
+from tradebot.plans.engine import PlanEngine
 from tradebot.plans.plan import load_plan
 from tradebot.signals.names import strategy_from_name
 from tradebot.store.tokens import hash_token
+from tradebot.trading.market import MarketData
 
 SIGNAL_INTERVAL = 60  # one check a bar, in its first second, as the backtest does
 MONITOR_INTERVAL = 5

@@ -25,8 +25,8 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
 from tradebot import cli
-from tradebot.store.records import CLOSED, OPEN, PENDING
 from tradebot.store.db import SyncStore
+from tradebot.store.records import CLOSED, OPEN, PENDING
 from tradebot.store.tokens import hash_token
 
 from . import pg
@@ -804,8 +804,8 @@ async def test_watch_stopped_with_ctrl_c_exits_0(fake_server):
 
 
 def test_show_prints_the_plan_state_headroom_and_history(run, store):
-    from tradebot.store.planstore import thd_save_plan_state
     from tradebot.plans.engine import DAILY_BREACH, PlanEvent, PlanState
+    from tradebot.store.planstore import thd_save_plan_state
 
     add(run, "alice", "--balance", "9700")
     account = store.account_by_name("alice")

@@ -21,14 +21,14 @@ import sqlalchemy as sa
 from twisted.internet import defer, reactor, task
 from twisted.python.usage import UsageError
 
-from tradebot.trading import messages
-from tradebot.store import records
-from tradebot.cli import main as admin
 from tradebot.brokers.paper import STATE_KEY
+from tradebot.cli import main as admin
 from tradebot.plans.plan import load_plan
-from tradebot.store.schema import events
-from tradebot.store.db import SyncStore
 from tradebot.server.tap import Options, makeService
+from tradebot.store import records
+from tradebot.store.db import SyncStore
+from tradebot.store.schema import events
+from tradebot.trading import messages
 
 from .serverproc import Servers
 from .test_mt5_links import PATH, Terminal, fake_environment

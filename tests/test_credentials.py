@@ -18,19 +18,18 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot.store import credentials
-from tradebot.trading import messages
-from tradebot.store import records
-from tradebot.trading.backends import LOCKED_REASON, Backends, UnavailableBroker
 from tradebot.broker import BUY, BrokerBackend, BrokerUnavailable
-from tradebot.brokers.registry import backend_from_url
-from tradebot.store.credentials import KEY_ENV, InvalidKey, Keyring, MissingKey, WrongKey, new_key
-from tradebot.trading.manager import SessionManager
 from tradebot.brokers.mt5.links import DirectLink, WorkerLink
+from tradebot.brokers.registry import backend_from_url
 from tradebot.plans.plan import load_plan
-from tradebot.store.records import Account
 from tradebot.signals.strategies import Signal
+from tradebot.store import credentials, records
+from tradebot.store.credentials import KEY_ENV, InvalidKey, Keyring, MissingKey, WrongKey, new_key
+from tradebot.store.records import Account
 from tradebot.store.tokens import hash_token
+from tradebot.trading import messages
+from tradebot.trading.backends import LOCKED_REASON, Backends, UnavailableBroker
+from tradebot.trading.manager import SessionManager
 
 from .broker_contract import fails_with
 from .fakemt5.fake_terminal import FakeTerminal

@@ -39,12 +39,12 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot.trading import messages
-from tradebot.store import records
 from tradebot.broker import BUY
-from tradebot.store.faults import DISK_FULL, LOCKED, READ_ONLY, DatabaseFault
+from tradebot.store import records
 from tradebot.store.db import SyncStore
+from tradebot.store.faults import DISK_FULL, LOCKED, READ_ONLY, DatabaseFault
 from tradebot.store.tokens import hash_token
+from tradebot.trading import messages
 
 from .conftest import InlineStore
 from .dblock import DatabaseLock, LockProcess

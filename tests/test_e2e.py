@@ -6,13 +6,13 @@ real database file, a real websocket client.
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 
-from tradebot.trading import messages
-from tradebot.store import records
 from tradebot.cli import main as admin
-from tradebot.store.db import SyncStore
 from tradebot.server.tap import Options, makeService
+from tradebot.store import records
+from tradebot.store.db import SyncStore
+from tradebot.trading import messages
 
 from .wsclient import connect, message_is
 

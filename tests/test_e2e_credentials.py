@@ -14,11 +14,10 @@ import treq
 from twisted.internet import task
 from twisted.logger import formatEvent, globalLogPublisher
 
+from tradebot.cli import main as admin
+from tradebot.store.credentials import KEY_ENV, new_key
 from tradebot.trading import messages
 from tradebot.trading.backends import LOCKED_REASON
-from tradebot.store.credentials import KEY_ENV, new_key
-
-from tradebot.cli import main as admin
 
 from .test_e2e import make_admin_token, start_server
 from .test_e2e_mt5 import add, mt5_url

@@ -9,10 +9,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tradebot.trading import messages
-from tradebot.store import records
 from tradebot.cli import main as admin
+from tradebot.store import records
 from tradebot.store.db import SyncStore
+from tradebot.trading import messages
 
 from .test_e2e import start_server
 from .test_mt5_links import PATH, Terminal, fake_environment, wait_until

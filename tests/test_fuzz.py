@@ -27,8 +27,8 @@ import attr
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from tradebot.trading import messages
 from tradebot.store.db import SyncStore
+from tradebot.trading import messages
 
 from .rawws import frame, raw_websocket, unmasked_payload
 from .test_e2e import add_account, start_server

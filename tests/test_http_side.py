@@ -23,13 +23,13 @@ from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot.trading import alerts
-from tradebot.server.addresses import address_key
 from tradebot.cli import main as admin
+from tradebot.server.addresses import address_key
 from tradebot.server.limits import Gatekeeper, Limits
-from tradebot.store.schema import trades
-from tradebot.store.db import SyncStore, make_engine
 from tradebot.server.web import API_RATE, WEBHOOK_RATE
+from tradebot.store.db import SyncStore, make_engine
+from tradebot.store.schema import trades
+from tradebot.trading import alerts
 
 from .test_e2e import add_account, start_server
 

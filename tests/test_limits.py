@@ -11,11 +11,10 @@ import pytest_twisted
 import treq
 from twisted.internet.task import Clock
 
-from tradebot.trading import messages
-from tradebot.store import records
 from tradebot.cli import main as admin
 from tradebot.server.limits import Gatekeeper, Limits, Refused
 from tradebot.store.db import SyncStore
+from tradebot.trading import messages
 
 from .test_e2e import add_account, start_server
 from .wsclient import connect, message_is

@@ -7,21 +7,18 @@ import json
 from decimal import Decimal
 
 import attrs
-
-import pytest
 from twisted.internet.task import Clock
 
-from tradebot.trading import messages
-from tradebot.store import records
-from tradebot.store import schema
 from tradebot.broker import BUY, SELL, OrderRefused
-from tradebot.trading.backends import Backends
 from tradebot.loops import NOT_FOUND_LOOKS, AccountSession
-from tradebot.trading.manager import SessionManager
-from tradebot.trading.market import MarketData
 from tradebot.plans.plan import load_plan
 from tradebot.signals.strategies import Signal
+from tradebot.store import records, schema
 from tradebot.store.tokens import hash_token
+from tradebot.trading import messages
+from tradebot.trading.backends import Backends
+from tradebot.trading.manager import SessionManager
+from tradebot.trading.market import MarketData
 
 from .scripted import FailingOnce, ScriptedBroker, ScriptedStrategy
 

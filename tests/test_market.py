@@ -11,8 +11,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from tradebot.broker import BUY
-from tradebot.trading.market import MarketData
 from tradebot.signals.strategies import Signal
+from tradebot.trading.market import MarketData
 
 from .scripted import SPECS, ScriptedBroker
 

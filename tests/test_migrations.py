@@ -15,13 +15,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from twisted.internet import reactor
 
-from tradebot.trading import alerts
-from tradebot.store import migrations
 from tradebot.cli import main as admin
-from tradebot.store.schema import metadata
-from tradebot.store.db import SyncStore, make_engine
 from tradebot.server.tap import Options, makeService
+from tradebot.store import migrations
+from tradebot.store.db import SyncStore, make_engine
+from tradebot.store.schema import metadata
 from tradebot.store.tokens import hash_token
+from tradebot.trading import alerts
 
 
 def first_schema_database(db_url):

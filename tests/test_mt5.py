@@ -11,13 +11,21 @@ from decimal import Decimal
 import pytest
 from twisted.internet.task import Clock
 
-from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, ClosedPosition, OrderRefused, OrderRequest, Position
-from tradebot.brokers.registry import backend_from_url
+from tradebot.broker import (
+    BUY,
+    SELL,
+    BrokerUnavailable,
+    BrokerURL,
+    ClosedPosition,
+    OrderRefused,
+    OrderRequest,
+)
 from tradebot.brokers.mt5 import codes
 from tradebot.brokers.mt5.backend import DEFAULT_MAGIC, MT5Backend, OutcomeUnknown, settings_from_url
 from tradebot.brokers.mt5.links import DirectLink
+from tradebot.brokers.registry import backend_from_url
 
-from .broker_contract import BrokerContract, fails_with, result, run_until_closed, stops_around, wide_order
+from .broker_contract import BrokerContract, fails_with, result, stops_around
 from .fakemt5.fake_terminal import ACCOUNT_MARGIN_MODE_RETAIL_NETTING, FakeTerminal
 
 PATH = "C:\\Program Files\\MetaTrader 5\\terminal64.exe"
@@ -412,8 +420,8 @@ def test_a_bad_request_field_is_a_refusal_not_an_unknown_outcome(harness):
 
 
 def test_two_urls_naming_one_terminal_share_one_backend(logged_errors):
-    from tradebot.trading.backends import Backends
     from tradebot.store.records import Account
+    from tradebot.trading.backends import Backends
 
     clock = Clock()
     built = []

@@ -181,10 +181,10 @@ CUSTOMER_URL = "mt5://?path=C:\\MT5\\terminal64.exe&login=51234567&server=Broker
 
 
 def test_a_broker_named_in_its_url_keeps_that_name_and_a_bad_name_is_refused():
-    from tradebot.trading.backends import Backends
-    from tradebot.brokers.registry import backend_from_url
-    from tradebot.brokers.mt5.backend import settings_from_url
     from tradebot.broker import BrokerURL
+    from tradebot.brokers.mt5.backend import settings_from_url
+    from tradebot.brokers.registry import backend_from_url
+    from tradebot.trading.backends import Backends
 
     built = []
 

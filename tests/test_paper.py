@@ -9,23 +9,23 @@ from decimal import Decimal
 import numpy as np
 import pytest
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
-from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, OrderRefused, OrderRequest
-from tradebot.brokers.registry import backend_from_url
 from tradebot.backtest.bars import bars_from_arrays
+from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, OrderRefused, OrderRequest
 from tradebot.brokers import paper
 from tradebot.brokers.paper import (
     CATALOG,
-    WARM_UP_BARS,
-    BarReplayMarket,
-    PaperMarket,
     RETCODE_INVALID_STOPS,
     RETCODE_INVALID_VOLUME,
     RETCODE_NO_MONEY,
+    WARM_UP_BARS,
+    BarReplayMarket,
     PaperBackend,
+    PaperMarket,
 )
+from tradebot.brokers.registry import backend_from_url
 
 from .broker_contract import BrokerContract, fails_with, result, run_until_closed, stops_around, wide_order
 

@@ -22,9 +22,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
 
-from tradebot.trading import messages
 from tradebot.store import records
 from tradebot.store.db import SyncStore
+from tradebot.trading import messages
 
 from . import pg
 from .test_e2e import add_account, start_server

@@ -5,10 +5,10 @@ broker, a real database file, a real websocket client over a real socket.
 
 import pytest_twisted
 
-from tradebot.trading import messages
 from tradebot.cli import main as admin
-from tradebot.store.planstore import thd_plan_state
 from tradebot.store.db import SyncStore
+from tradebot.store.planstore import thd_plan_state
+from tradebot.trading import messages
 
 from .test_e2e import close, start_server
 from .wsclient import connect, message_is

@@ -7,11 +7,11 @@ message reports the phase and step of the new state.
 
 from decimal import Decimal
 
-from tradebot.trading import messages
 from tradebot.broker import SELL
-from tradebot.store.planstore import thd_plan_events, thd_plan_state
 from tradebot.plans.engine import DAILY_BREACH, DAY_ROLLOVER, PAUSED_TODAY, PHASE_PASSED, STEP_CHANGED
 from tradebot.signals.strategies import Signal
+from tradebot.store.planstore import thd_plan_events, thd_plan_state
+from tradebot.trading import messages
 
 from .test_loops import MONITOR_INTERVAL, SIGNAL_INTERVAL, Rig
 

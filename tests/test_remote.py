@@ -21,10 +21,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tradebot.broker import BUY, SELL, Candles, SymbolSpec
-from tradebot.trading.market import MarketData
+from tradebot.signals.names import shown_strategy, strategy_from_name
 from tradebot.signals.remote import HttpStrategy, redact_url
 from tradebot.signals.strategies import AtrStops, FixedStops, Signal
-from tradebot.signals.names import shown_strategy, strategy_from_name
+from tradebot.trading.market import MarketData
 
 # point 0.00001; least stop distance (5 + 10 + 1) points = 0.00016
 EURUSD = SymbolSpec("EURUSD", 5, Decimal(100000), Decimal("0.01"), Decimal(100), Decimal("0.01"), 5, 10)

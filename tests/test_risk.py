@@ -12,7 +12,6 @@ import attrs
 import pytest
 
 from tradebot.broker import SymbolSpec
-from tradebot.plans.plan import LOSS, PROFIT, load_plan, plan_from_dict
 from tradebot.plans.engine import (
     ACTIVE,
     COMPLETED,
@@ -27,6 +26,7 @@ from tradebot.plans.engine import (
     Entry,
     PlanEngine,
 )
+from tradebot.plans.plan import LOSS, PROFIT, load_plan, plan_from_dict
 
 D = Decimal
 EURUSD = SymbolSpec("EURUSD", 5, D(100000), D("0.01"), D("100"), D("0.01"))

@@ -19,10 +19,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, error, protocol, reactor
 
-from tradebot.trading import messages
-from tradebot.store import records
 from tradebot.broker import BUY
 from tradebot.loops import STOP_WAIT
+from tradebot.store import records
+from tradebot.trading import messages
 
 from .test_crashes import (  # noqa: F401 (fixtures)
     PING,
@@ -38,7 +38,8 @@ from .test_crashes import (  # noqa: F401 (fixtures)
     terminal,
     truth,
 )
-from .test_e2e import add_account as add_paper_account, start_server
+from .test_e2e import add_account as add_paper_account
+from .test_e2e import start_server
 from .test_loops import Rig, buy_xauusd
 from .test_mt5_links import fake_environment
 from .wsclient import connect, message_is

@@ -12,12 +12,11 @@ import sqlalchemy as sa
 import treq
 from twisted.logger import formatEvent, globalLogPublisher
 
-from tradebot.trading import alerts
-from tradebot.trading import messages
-from tradebot.store import schema
 from tradebot.broker import BUY, SELL
 from tradebot.cli import main as admin
+from tradebot.store import schema
 from tradebot.store.db import SyncStore
+from tradebot.trading import alerts, messages
 
 from .test_e2e import add_account, start_server
 from .test_remote import Provider

@@ -16,10 +16,10 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.internet.task import Clock
 
-from tradebot.trading import messages
 from tradebot.loops import supersede_key
 from tradebot.protocol import CLOSE_POLICY_VIOLATION
 from tradebot.server.websocket import PremiumFactory
+from tradebot.trading import messages
 
 from .test_e2e import add_account, start_server
 

@@ -13,10 +13,19 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from tradebot.signals import indicators
 from tradebot.broker import BUY, SELL, Candles, SymbolSpec
-from tradebot.signals.strategies import AtrStops, BollingerBreakout, FixedStops, MovingAverageCross, RsiReversal, Signal, StopsRejected, signal_with_stops
+from tradebot.signals import indicators
 from tradebot.signals.names import DEFAULT_STRATEGY, STRATEGY_NAMES, strategy_from_name
+from tradebot.signals.strategies import (
+    AtrStops,
+    BollingerBreakout,
+    FixedStops,
+    MovingAverageCross,
+    RsiReversal,
+    Signal,
+    StopsRejected,
+    signal_with_stops,
+)
 
 # point 0.00001, stops level 5 points, spread 10 points: the least stop
 # distance is (5 + 10 + 1) * 0.00001 = 0.00016.

@@ -9,9 +9,9 @@ import base64
 import pytest_twisted
 import treq
 
-from tradebot.trading import messages
-from tradebot.store.tokens import hash_token, new_token, token_matches
 from tradebot.store.db import SyncStore
+from tradebot.store.tokens import hash_token, new_token, token_matches
+from tradebot.trading import messages
 
 from .test_cli import db_bytes
 from .test_e2e import add_account, close, start_server

@@ -18,9 +18,8 @@ import json as _json
 import os as _os
 import socket as _socket
 
-import numpy as _np
-
 import fake_terminal as _fake
+import numpy as _np
 
 globals().update(_fake.MT5_CONSTANTS)
 
