@@ -23,7 +23,7 @@ from tradebot.backtest.bars import read_bars
 from tradebot.backtest.engine import backtest
 from tradebot.brokers.paper import CATALOG
 from tradebot.plans.engine import PlanEngine
-from tradebot.plans.plan import load_plan
+from tradebot.plans.files import load_plan
 from tradebot.signals.names import strategy_from_name
 
 

@@ -15,7 +15,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from tradebot.broker import BUY, SELL
 from tradebot.loops import AccountSession
-from tradebot.plans.plan import load_plan
+from tradebot.plans.files import load_plan
 from tradebot.signals.signaljson import BadSignal
 from tradebot.signals.strategies import FixedStops, Signal
 from tradebot.store import schema

@@ -15,7 +15,8 @@ from tradebot.backtest.report import summarize, summary_text
 from tradebot.broker import BUY, SELL
 from tradebot.brokers.paper import CATALOG
 from tradebot.plans.engine import Entry, PlanEngine, PlanEvent
-from tradebot.plans.plan import LOSS, Plan, load_plan, plan_from_dict
+from tradebot.plans.files import load_plan, plan_from_dict
+from tradebot.plans.plan import LOSS, Plan
 from tradebot.signals.names import strategy_from_name
 
 EURUSD = CATALOG["EURUSD"]  # 5 digits, 100000 per lot, stops level 5, spread 10 points

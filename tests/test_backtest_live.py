@@ -15,7 +15,7 @@ from tradebot.backtest.engine import backtest
 from tradebot.brokers.paper import CATALOG, WARM_UP_BARS, BarReplayMarket, PaperBackend
 from tradebot.loops import AccountSession
 from tradebot.plans.engine import PlanEngine
-from tradebot.plans.plan import load_plan
+from tradebot.plans.files import load_plan
 from tradebot.signals.names import strategy_from_name
 from tradebot.store.tokens import hash_token
 from tradebot.trading.market import MarketData

@@ -23,7 +23,7 @@ from twisted.python.usage import UsageError
 
 from tradebot.brokers.paper import STATE_KEY
 from tradebot.cli import main as admin
-from tradebot.plans.plan import load_plan
+from tradebot.plans.files import load_plan
 from tradebot.server.tap import Options, makeService
 from tradebot.store import records
 from tradebot.store.db import SyncStore

@@ -21,7 +21,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from tradebot.broker import BUY, BrokerBackend, BrokerUnavailable
 from tradebot.brokers.mt5.links import DirectLink, WorkerLink
 from tradebot.brokers.registry import backend_from_url
-from tradebot.plans.plan import load_plan
+from tradebot.plans.files import load_plan
 from tradebot.signals.strategies import Signal
 from tradebot.store import credentials, records
 from tradebot.store.credentials import KEY_ENV, InvalidKey, Keyring, MissingKey, WrongKey, new_key

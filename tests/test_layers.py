@@ -28,11 +28,6 @@ LAYERS = [
 MAX_LINES = 400
 #: What a module longer than `MAX_LINES` says at its top, with its reason.
 LONG_BECAUSE = "Longer than 400 lines because"
-#: Modules still to be split along the lines their sections draw (issue 15):
-#: each leaves this set when it is split.
-STILL_LONG = {
-    "tradebot.plans.engine", "tradebot.plans.plan",
-}
 
 
 def modules():
@@ -122,6 +117,6 @@ def test_the_broker_interface_imports_no_broker():
 def test_no_module_is_long_without_saying_why(module):
     text = MODULES[module].read_text()
     lines = text.count("\n")
-    if lines > MAX_LINES and module not in STILL_LONG:
+    if lines > MAX_LINES:
         docstring = ast.get_docstring(ast.parse(text)) or ""
         assert LONG_BECAUSE in docstring, f"{module}: {lines} lines and no '{LONG_BECAUSE} ...' at its top"

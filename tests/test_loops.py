@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 
 from tradebot.broker import BUY, SELL, OrderRefused
 from tradebot.loops import NOT_FOUND_LOOKS, AccountSession
-from tradebot.plans.plan import load_plan
+from tradebot.plans.files import load_plan
 from tradebot.signals.strategies import Signal
 from tradebot.store import records, schema
 from tradebot.store.tokens import hash_token

@@ -131,7 +131,7 @@ def test_the_installed_commands_run_outside_the_checkout(installed, tmp_path):
     head = _run([python, "-c", "from tradebot.store.migrations import head; print(head())"], cwd=tmp_path).stdout.strip()
     assert head and head in current
     # the shipped plans are data files of the package
-    plans = _run([python, "-c", "from tradebot.plans.plan import load_plan; print(load_plan('default').name)"], cwd=tmp_path)
+    plans = _run([python, "-c", "from tradebot.plans.files import load_plan; print(load_plan('default').name)"], cwd=tmp_path)
     assert plans.stdout.strip() == "default"
 
 

@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 
 from tradebot.broker import SymbolSpec
-from tradebot.plans.plan import PlanError, load_plan, plan_from_dict, plan_names
+from tradebot.plans.files import load_plan, plan_from_dict, plan_names
+from tradebot.plans.plan import PlanError
 
 GOLD = SymbolSpec("XAUUSD", 2, Decimal(100), Decimal("0.01"), Decimal("100"), Decimal("0.01"))
 COARSE = SymbolSpec("COARSE", 2, Decimal(1), Decimal("0.10"), Decimal("2"), Decimal("0.10"))

@@ -26,7 +26,8 @@ from tradebot.plans.engine import (
     Entry,
     PlanEngine,
 )
-from tradebot.plans.plan import LOSS, PROFIT, load_plan, plan_from_dict
+from tradebot.plans.files import load_plan, plan_from_dict
+from tradebot.plans.plan import LOSS, PROFIT
 
 D = Decimal
 EURUSD = SymbolSpec("EURUSD", 5, D(100000), D("0.01"), D("100"), D("0.01"))
@@ -182,7 +183,7 @@ def test_each_shipped_prop_firm_plan_encodes_its_firms_rules(name, zone, hour, b
 
 
 def test_no_shipped_plan_uses_a_fixed_offset_for_its_day():
-    from tradebot.plans.plan import plan_names
+    from tradebot.plans.files import plan_names
 
     for name in plan_names():
         assert not load_plan(name).time_zone.startswith("UTC+"), name

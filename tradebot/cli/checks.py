@@ -184,7 +184,7 @@ def parse_positive_int(text: str, option: str) -> int:
 def check_plan(name: str) -> str:
     """`name` if it names a plan (shipped, or a plan file); raises
     `CommandError` otherwise."""
-    from tradebot.plans.plan import load_plan
+    from tradebot.plans.files import load_plan
 
     try:
         load_plan(name)

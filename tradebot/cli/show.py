@@ -123,7 +123,8 @@ def _show_plan(store, account) -> None:
     balance, the headroom left under each limit at the stored balance, the
     target, and the history of plan events."""
     from tradebot.plans.engine import PlanEngine
-    from tradebot.plans.plan import PlanError, load_plan
+    from tradebot.plans.files import load_plan
+    from tradebot.plans.plan import PlanError
     from tradebot.store.planstore import thd_pending_plan_changes, thd_plan_events, thd_plan_state
 
     for _, changes in store.run(thd_pending_plan_changes, account.id):

@@ -15,7 +15,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from tradebot.brokers.registry import backend_from_url, check_url
-from tradebot.plans.plan import PlanError, load_plan
+from tradebot.plans.files import load_plan
+from tradebot.plans.plan import PlanError
 from tradebot.server.limits import Limits, parse_addresses
 from tradebot.server.metrics import Metrics
 from tradebot.server.web import HealthCheck, make_admin_site, make_site
