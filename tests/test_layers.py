@@ -120,3 +120,33 @@ def test_no_module_is_long_without_saying_why(module):
     if lines > MAX_LINES:
         docstring = ast.get_docstring(ast.parse(text)) or ""
         assert LONG_BECAUSE in docstring, f"{module}: {lines} lines and no '{LONG_BECAUSE} ...' at its top"
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _documented(module, doc):
+    """Whether docs/architecture.md's module map names `module`: by its path
+    (``plans/files.py``), or as ```name``` in the row of its package
+    (``brokers/paper/``)."""
+    path = MODULES[module].relative_to(PACKAGE).as_posix()
+    if path == "__init__.py" or "/migrations/" in path:
+        return True
+    folder, _, name = path.rpartition("/")
+    named = {f"`{path}`", f"`tradebot/{path}`"}
+    if name == "__init__.py":
+        named |= {f"`{folder}/`", f"`tradebot/{folder}/`"}
+    if any(n in doc for n in named):
+        return True
+    rows = [line for line in doc.splitlines() if f"`{folder}/`" in line]
+    return any(f"`{name[:-3]}`" in row or f"`{name}`" in row for row in rows)
+
+
+def test_the_architecture_doc_names_every_module_and_layer():
+    doc = ARCHITECTURE.read_text()
+    assert [m for m in sorted(MODULES) if not _documented(m, doc)] == []
+    for rank, name, prefixes in LAYERS:
+        for prefix in prefixes:
+            path = MODULES[prefix].relative_to(PACKAGE.parent).as_posix()
+            shown = path[: -len("/__init__.py")] + "/" if path.endswith("__init__.py") else path
+            assert f"| {rank} | `{shown}`" in doc or f", `{shown}` |" in doc, shown
