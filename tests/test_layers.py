@@ -2,7 +2,7 @@
 The house by layer, kept so: every import in ``tradebot/`` (read with `ast`,
 those inside functions too) points down the layers, no modules import each
 other in a circle, and no module is longer than `MAX_LINES` without saying
-why at its top. docs/architecture.md draws the same map.
+why at its top. docs/architecture.md draws the same map and names every module.
 """
 
 import ast
