@@ -49,8 +49,9 @@ def run(args, out=None, err=None) -> int:
     from tradebot.backtest.engine import backtest
     from tradebot.backtest.report import summarize, summary_text, write_report
     from tradebot.brokers.paper import CATALOG
-    from tradebot.plans import plan as plans
     from tradebot.plans.engine import PlanEngine
+    from tradebot.plans.files import load_plan
+    from tradebot.plans.plan import PlanError
     from tradebot.signals.names import strategy_from_name
 
     out = out or sys.stdout
@@ -69,8 +70,8 @@ def run(args, out=None, err=None) -> int:
     except ValueError as e:
         raise BacktestError(f"--strategy: {e}")
     try:
-        plan = plans.load_plan(args.plan)
-    except plans.PlanError as e:
+        plan = load_plan(args.plan)
+    except PlanError as e:
         raise BacktestError(f"--plan: {e}")
     bar = ProgressBar(err)
     try:

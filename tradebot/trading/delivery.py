@@ -44,7 +44,15 @@ def supersede_key(message: dict):
 
 
 class DeliveryPart:
-    """The session's subscribers and deliveries: connections attached and streaming, each message: methods of `AccountSession`."""
+    """Methods of `tradebot.loops.AccountSession`: who hears the session and
+    what they are sent. Connections attach, start and stop streaming; each
+    message is encoded and framed once for every streaming connection; a
+    completion is marked delivered once a streaming connection was handed its
+    frame, and one nobody received goes to the next connection that streams.
+
+    Uses the session's `account`, `_store`, `_trades`, `_metrics`, `_log`,
+    its subscriber tables (`_attached`, `_streaming`, `_latest_report`,
+    `_unmarked`, `_marking`) and `_update_loops`, `_encode`, `_track`."""
 
     def attach(self, connection) -> None:
         """An open connection of this account; it gets nothing until it streams."""

@@ -36,7 +36,17 @@ def _reason(error: Exception) -> str:
 
 
 class PlacementPart:
-    """The session's signal checks and the placement of a trade: a signal per symbol (a queued: methods of `AccountSession`."""
+    """Methods of `tradebot.loops.AccountSession`: the signal checks and the
+    placement of a trade. Each symbol without a live trade is checked (a
+    queued alert first, else the strategy); a signal's lot comes from the
+    plan; the intent is recorded before the order is sent and the fill after
+    it, so no signal is traded twice; positions at the broker that no trade
+    holds are adopted.
+
+    Uses the session's `account`, `_broker`, `_store`, `_market`,
+    `_strategy`, `_alerts`, `_plan`, `_trades`, `_placing`, `_log`, and
+    the other parts' `_publish`, `_balance_and_equity`, `_open_risk`,
+    `_plan_update`, `_plan_opened`, `_apply_plan_changes`, `_count_trade`."""
 
     async def _adopt(self):
         """Record and watch every open position of the account's at the

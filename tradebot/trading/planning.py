@@ -19,7 +19,15 @@ from tradebot.store.faults import DatabaseFault
 
 
 class PlanningPart:
-    """The session's side of its plan: the account's balance and equity read for it, the open: methods of `AccountSession`."""
+    """Methods of `tradebot.loops.AccountSession`: the session's side of its
+    plan. The balance and equity are read for it, the open trades' remaining
+    risk to their stops counted, the day rolled over at its reset instant
+    (a timer), the plan brought up to date at each check, and the operator's
+    queued changes applied; a breach under ``close_on_breach`` asks the watch
+    to close what is open.
+
+    Uses the session's `account`, `_broker`, `_plan`, `_plans`, `_trades`,
+    `_log`, and the watch's `_close_on_breach`."""
 
     async def _balance_and_equity(self):
         """The broker's balance, and the account's equity: the balance with

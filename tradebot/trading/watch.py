@@ -53,7 +53,17 @@ NOT_FOUND_LOOKS = 3
 
 
 class WatchPart:
-    """The session's watch of its live trades: each open one reported, each pending one looked up: methods of `AccountSession`."""
+    """Methods of `tradebot.loops.AccountSession`: the watch of its live
+    trades. Each open trade is reported with its price; each pending one is
+    looked up at the broker by its comment; each closed one is completed
+    (its result, the plan's new state and its message stored in one
+    transaction, then sent); the closes a plan breach or the operator asks
+    for are retried with back-off until the position is gone (`closing`).
+
+    Uses the session's `account`, `_broker`, `_store`, `_clock`, `_plan`,
+    `_plans`, `_trades`, `_placing`, `_misses`, `_metrics`, `_log`, and the
+    other parts' `_publish`, `_publish_event`, `_record_fill`,
+    `_balance_and_equity`, `_plan_update`."""
 
     async def _monitor(self):
         if self._unmarked:
