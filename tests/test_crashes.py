@@ -288,7 +288,6 @@ async def test_the_paper_broker_has_saved_whatever_it_told_when_the_server_is_ki
     assert [r.delivered_at is not None for r in rows if r.trade_id == trade_id] == [True]
 
 
-
 def test_a_misspelt_fail_point_stops_the_server_before_it_starts(monkeypatch, tmp_path):
     monkeypatch.setenv("TRADEBOT_FAILPOINTS", "after_oder")
     config = Options()

@@ -25,8 +25,8 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from tradebot.cli import main as admin
 from tradebot.server.addresses import address_key
+from tradebot.server.api import API_RATE, WEBHOOK_RATE
 from tradebot.server.limits import Gatekeeper, Limits
-from tradebot.server.web import API_RATE, WEBHOOK_RATE
 from tradebot.store.db import SyncStore, make_engine
 from tradebot.store.schema import trades
 from tradebot.trading import alerts

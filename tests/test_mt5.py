@@ -11,18 +11,12 @@ from decimal import Decimal
 import pytest
 from twisted.internet.task import Clock
 
-from tradebot.broker import (
-    BUY,
-    SELL,
-    BrokerUnavailable,
-    BrokerURL,
-    ClosedPosition,
-    OrderRefused,
-    OrderRequest,
-)
+from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, ClosedPosition, OrderRefused, OrderRequest
 from tradebot.brokers.mt5 import codes
-from tradebot.brokers.mt5.backend import DEFAULT_MAGIC, MT5Backend, OutcomeUnknown, settings_from_url
+from tradebot.brokers.mt5.backend import MT5Backend
+from tradebot.brokers.mt5.errors import OutcomeUnknown
 from tradebot.brokers.mt5.links import DirectLink
+from tradebot.brokers.mt5.settings import DEFAULT_MAGIC, settings_from_url
 from tradebot.brokers.registry import backend_from_url
 
 from .broker_contract import BrokerContract, fails_with, result, stops_around

@@ -182,7 +182,7 @@ CUSTOMER_URL = "mt5://?path=C:\\MT5\\terminal64.exe&login=51234567&server=Broker
 
 def test_a_broker_named_in_its_url_keeps_that_name_and_a_bad_name_is_refused():
     from tradebot.broker import BrokerURL
-    from tradebot.brokers.mt5.backend import settings_from_url
+    from tradebot.brokers.mt5.settings import settings_from_url
     from tradebot.brokers.registry import backend_from_url
     from tradebot.trading.backends import Backends
 
@@ -317,8 +317,8 @@ def test_health_and_metrics_show_a_close_the_broker_keeps_refusing():
     from twisted.internet.task import Clock
 
     from tradebot.loops import Closing
+    from tradebot.server.health import CLOSING_ALARM, HealthCheck
     from tradebot.server.metrics import Metrics
-    from tradebot.server.web import CLOSING_ALARM, HealthCheck
 
     from .broker_contract import result as fired
 

@@ -14,7 +14,6 @@ from twisted.python.failure import Failure
 
 from tradebot.backtest.bars import bars_from_arrays
 from tradebot.broker import BUY, SELL, BrokerUnavailable, BrokerURL, OrderRefused, OrderRequest
-from tradebot.brokers import paper
 from tradebot.brokers.paper import (
     CATALOG,
     RETCODE_INVALID_STOPS,
@@ -24,6 +23,7 @@ from tradebot.brokers.paper import (
     BarReplayMarket,
     PaperBackend,
     PaperMarket,
+    walks,
 )
 from tradebot.brokers.registry import backend_from_url
 
@@ -314,6 +314,7 @@ def test_a_write_carries_only_the_accounts_that_changed_and_a_failed_one_carries
     assert len(fresh.broker_for("1", Decimal("1")).positions) == 1
     assert other.changed is False
 
+
 def test_a_close_is_told_only_once_it_is_saved(inline_store, logged_errors):
     first = Harness(store=inline_store)
     request = wide_order(first, "EURUSD", BUY, comment="tb-6", stop=20, take=2000)
@@ -392,7 +393,7 @@ def test_a_replayed_level_gapped_through_fills_at_the_open_and_one_crossed_insid
     assert result(broker.balance()) == D("10000") + closed.profit
 
 
-class _TickWalk(paper._SymbolWalk):
+class _TickWalk(walks._SymbolWalk):
     """A bid that takes the given ticks, one a second from ORIGIN, then
     stays on the last."""
 

@@ -199,7 +199,6 @@ class AccountSession(DeliveryPart, PlacementPart, WatchPart, PlanningPart, Servi
             )
         await self._adopt()
 
-
     def stopService(self):
         """Stop both loops and start nothing new; a Deferred that fires once
         the work under way (an order whose fill is to be recorded, a result
@@ -266,12 +265,6 @@ class AccountSession(DeliveryPart, PlacementPart, WatchPart, PlanningPart, Servi
             self._publish(messages.trading_paused(reason))
         self._update_loops()
 
-    # -- connections ---------------------------------------------------------
-
-
-    # -- publishing ----------------------------------------------------------
-
-
     # -- loop control --------------------------------------------------------
 
     @property
@@ -297,14 +290,6 @@ class AccountSession(DeliveryPart, PlacementPart, WatchPart, PlanningPart, Servi
             self._monitor_loop.stop()
         if running and self.idle and self._on_idle is not None:
             self._clock.callLater(0, self._on_idle)
-
-    # -- signals and placement -------------------------------------------------
-
-
-    # -- monitoring ------------------------------------------------------------
-
-
-    # -- the plan ----------------------------------------------------------------
 
 
 #: Seconds a stopping session waits for its work under way to finish.

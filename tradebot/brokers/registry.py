@@ -19,7 +19,7 @@ def check_url(url: str) -> None:
 
         PaperBackend.from_url(parsed, reactor=_CHECK_ONLY)
     elif parsed.scheme in ("mt5", "mt5linux"):
-        from tradebot.brokers.mt5.backend import settings_from_url
+        from tradebot.brokers.mt5.settings import settings_from_url
 
         settings_from_url(parsed)
     else:

@@ -106,7 +106,7 @@ def _broker_name(store, url) -> str:
     parsed = BrokerURL.parse(url)
     if parsed.scheme not in ("mt5", "mt5linux"):
         return parsed.scheme
-    from tradebot.brokers.mt5.backend import settings_from_url, terminal_identity
+    from tradebot.brokers.mt5.settings import settings_from_url, terminal_identity
 
     try:
         settings = settings_from_url(parsed)

@@ -60,11 +60,7 @@ async def watch(reactor, url: str, count: Optional[int], out=None) -> int:
     one JSON line until `count` messages (or forever). Returns 0 when done;
     1 after printing one error line when the connection or handshake fails
     or the server closes the connection."""
-    from autobahn.twisted.websocket import (
-        WebSocketClientFactory,
-        WebSocketClientProtocol,
-        connectWS,
-    )
+    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
     from twisted.internet import defer
 
     out = out or sys.stdout

@@ -39,15 +39,7 @@ from typing import List, Optional, Tuple
 
 import attrs
 
-from tradebot.plans.plan import (
-    DAY_START_MAX,
-    FAIL,
-    INITIAL,
-    NEXT_PHASE,
-    RESULTS,
-    TRAILING,
-    Plan,
-)
+from tradebot.plans.plan import DAY_START_MAX, FAIL, INITIAL, NEXT_PHASE, RESULTS, TRAILING, Plan
 from tradebot.plans.state import (  # noqa: F401 (importable from here too)
     ACTIVE,
     COMPLETED,

@@ -239,8 +239,6 @@ class Plan:
         return phase, step
 
 
-
-
 _OFFSET = re.compile(r"^UTC([+-])(\d{1,2})(?::(\d{2}))?$")
 
 

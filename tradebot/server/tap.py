@@ -17,9 +17,10 @@ from twisted.python import usage
 from tradebot.brokers.registry import backend_from_url, check_url
 from tradebot.plans.files import load_plan
 from tradebot.plans.plan import PlanError
+from tradebot.server.health import HealthCheck
 from tradebot.server.limits import Limits, parse_addresses
 from tradebot.server.metrics import Metrics
-from tradebot.server.web import HealthCheck, make_admin_site, make_site
+from tradebot.server.web import make_admin_site, make_site
 from tradebot.server.websocket import PremiumFactory
 from tradebot.signals.names import DEFAULT_STRATEGY, shown_strategy, strategy_from_name
 from tradebot.store import serverkeys

@@ -21,18 +21,11 @@ from twisted.web import pages
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from tradebot.server.api import API_RATE, WEBHOOK_RATE, TradesResource, WebhookResource, _report, _trade_json, _whole  # noqa: F401 (importable from here too)
-from tradebot.server.guards import TOO_MANY_FAILURES, AdminAuth, SecretGuard, _answer_json, _deny_admin  # noqa: F401 (importable from here too)
-from tradebot.server.health import (  # noqa: F401 (importable from here too)
-    CLOSING_ALARM,
-    HEALTH_TIMEOUT,
-    HealthCheck,
-    HealthResource,
-    MetricsResource,
-    _one_line,
-)
+from tradebot.server.api import TradesResource, WebhookResource
+from tradebot.server.guards import AdminAuth, SecretGuard
+from tradebot.server.health import HealthCheck, HealthResource, MetricsResource
 from tradebot.server.httpguard import REQUEST_TIMEOUT, GuardedSite
-from tradebot.server.pages import _DASHBOARD_FILES, _PAGE_HEADERS, _dashboard_file, _StaticFile  # noqa: F401 (importable from here too)
+from tradebot.server.pages import _DASHBOARD_FILES, _dashboard_file, _StaticFile
 
 
 class _Branch(Resource):

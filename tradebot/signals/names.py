@@ -10,13 +10,7 @@ import math
 import re
 from typing import Dict, Optional, Tuple
 
-from tradebot.signals.strategies import (
-    AtrStops,
-    BollingerBreakout,
-    FixedStops,
-    MovingAverageCross,
-    RsiReversal,
-)
+from tradebot.signals.strategies import AtrStops, BollingerBreakout, FixedStops, MovingAverageCross, RsiReversal
 
 DEFAULT_STRATEGY = "ma_cross"
 

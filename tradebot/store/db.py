@@ -31,7 +31,6 @@ from twisted.python.threadpool import ThreadPool
 
 from tradebot.store import migrations
 from tradebot.store.accounts import (  # noqa: F401 (importable from here too)
-    _SETTABLE,
     thd_account_by_id,
     thd_account_by_name,
     thd_account_by_token_hash,
@@ -50,13 +49,11 @@ from tradebot.store.engine import (  # noqa: F401 (importable from here too)
     RECONNECT_WINDOW,
     CommitOutcomeUnknown,
     StoreError,
-    _first_line,
-    _private_sqlite_file,
     make_engine,
     run_in_transaction,
 )
 from tradebot.store.faults import CHECK_INTERVAL, DatabaseFault, WriteHealth
-from tradebot.store.rows import DuplicateAccount, UnknownAccount, _account, _one_account, _trade, _trade_by_id  # noqa: F401 (importable from here too)
+from tradebot.store.rows import DuplicateAccount, UnknownAccount  # noqa: F401 (importable from here too)
 from tradebot.store.trades import (  # noqa: F401 (importable from here too)
     thd_adopt_position,
     thd_complete_trade,
@@ -73,24 +70,6 @@ from tradebot.store.trades import (  # noqa: F401 (importable from here too)
 DEFAULT_DB_URL = "sqlite:///tradebot.sqlite"
 
 _log = Logger()
-
-
-# -- rows to records ----------------------------------------------------------
-
-
-# -- accounts -----------------------------------------------------------------
-
-
-# -- trades -------------------------------------------------------------------
-
-
-# -- events -------------------------------------------------------------------
-
-
-# -- broker state -------------------------------------------------------------
-
-
-#: Where `thd_check_writes` writes: a row of its own in ``broker_state``.
 
 
 # -- the two front ends --------------------------------------------------------

@@ -10,13 +10,7 @@ its methods share.
 
 from decimal import Decimal
 
-from tradebot.broker import (
-    BUY,
-    BrokerUnavailable,
-    OrderRefused,
-    OrderRequest,
-    Position,
-)
+from tradebot.broker import BUY, BrokerUnavailable, OrderRefused, OrderRequest, Position
 from tradebot.signals.strategies import StopsRejected
 from tradebot.store import records
 from tradebot.store.faults import DatabaseFault

@@ -9,10 +9,7 @@ its methods share.
 
 from decimal import Decimal
 
-from tradebot.broker import (
-    BrokerUnavailable,
-    to_cents,
-)
+from tradebot.broker import BrokerUnavailable, to_cents
 from tradebot.plans.plan import TRAILING, PlanError
 from tradebot.store import records
 from tradebot.store.faults import DatabaseFault

@@ -11,13 +11,7 @@ from typing import Optional
 
 import attrs
 
-from tradebot.broker import (
-    BrokerUnavailable,
-    ClosedPosition,
-    OrderRefused,
-    Position,
-    to_cents,
-)
+from tradebot.broker import BrokerUnavailable, ClosedPosition, OrderRefused, Position, to_cents
 from tradebot.plans import engine as risk
 from tradebot.plans import plan as planfile
 from tradebot.store import records

@@ -6,10 +6,7 @@ broker interface over the terminal's `MT5Backend`.
 
 from twisted.internet import defer
 
-from tradebot.broker import (
-    Broker,
-    OrderRequest,
-)
+from tradebot.broker import Broker, OrderRequest
 
 
 class MT5Broker(Broker):

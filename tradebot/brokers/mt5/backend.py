@@ -35,36 +35,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from tradebot.broker import (
-    BrokerBackend,
-    BrokerURL,
-    SymbolSpec,
-)
-from tradebot.brokers.mt5.account import MT5Broker  # noqa: F401 (importable from here too)
-from tradebot.brokers.mt5.connection import ConnectionPart, _trading_problem  # noqa: F401 (importable from here too)
-from tradebot.brokers.mt5.errors import OutcomeUnknown, TerminalError, _decimal, _Lost  # noqa: F401 (importable from here too)
-from tradebot.brokers.mt5.marketdata import FRESH_WINDOW, OFFSET_TOLERANCE, SYMBOL_MAX_AGE, MarketDataPart  # noqa: F401 (importable from here too)
-from tradebot.brokers.mt5.orders import (  # noqa: F401 (importable from here too)
-    _TRADE_SETTINGS,
-    CLOSE_COMMENT,
-    CLOSE_DEALS,
-    ORDER_ATTEMPTS,
-    OrdersPart,
-    _check_trade_mode,
-    _check_volume,
-    _filling_candidates,
-    _stops_for,
-)
-from tradebot.brokers.mt5.positions import HISTORY_DAYS, UNSURE_MARGIN, PositionsPart  # noqa: F401 (importable from here too)
-from tradebot.brokers.mt5.settings import (  # noqa: F401 (importable from here too)
-    _NAME,
-    DEFAULT_MAGIC,
-    KNOWN_PARAMS,
-    PASSWORD_ENV,
-    _number,
-    settings_from_url,
-    terminal_identity,
-)
+from tradebot.broker import BrokerBackend, BrokerURL, SymbolSpec
+from tradebot.brokers.mt5.account import MT5Broker
+from tradebot.brokers.mt5.connection import ConnectionPart
+from tradebot.brokers.mt5.marketdata import MarketDataPart
+from tradebot.brokers.mt5.orders import OrdersPart
+from tradebot.brokers.mt5.positions import PositionsPart
+from tradebot.brokers.mt5.settings import DEFAULT_MAGIC, settings_from_url, terminal_identity
 
 
 class MT5Backend(ConnectionPart, MarketDataPart, PositionsPart, OrdersPart, BrokerBackend):
@@ -210,18 +187,6 @@ class MT5Backend(ConnectionPart, MarketDataPart, PositionsPart, OrdersPart, Brok
             offset = int(account_key) if account_key.isdigit() else zlib.crc32(account_key.encode()) % 100000
             broker = self._brokers[account_key] = MT5Broker(self, self.magic + offset)
         return broker
-
-
-    # -- calls -----------------------------------------------------------------
-
-
-    # -- market data -----------------------------------------------------------
-
-
-    # -- orders ----------------------------------------------------------------
-
-
-    # -- positions -------------------------------------------------------------
 
 
 def backend_from_url(url: BrokerURL, reactor=None, link=None) -> MT5Backend:

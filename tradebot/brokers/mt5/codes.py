@@ -99,10 +99,6 @@ SYMBOL_SETTINGS = frozenset({INVALID_STOPS, INVALID_PRICE, INVALID_VOLUME, TRADE
 #: Calls that answer a tuple of items: an empty one may come back as None.
 LIST_CALLS = frozenset({"positions_get", "orders_get", "history_orders_get", "history_deals_get", "symbols_get"})
 
-
-def passing(retcode) -> bool:
-    """Whether a refusal with `retcode` may go through if tried again later."""
-    return retcode in PASSING
 #: Retry at once with a fresh price.
 RETRY_WITH_NEW_PRICE = frozenset({REQUOTE, PRICE_CHANGED, PRICE_OFF})
 #: The order may or may not have reached the market, or is still being filled
@@ -158,3 +154,8 @@ def refusal_reason(retcode: int, comment: str = "") -> str:
     if comment and comment.lower() not in reason.lower():
         reason = f"{reason} ({comment})"
     return reason
+
+
+def passing(retcode) -> bool:
+    """Whether a refusal with `retcode` may go through if tried again later."""
+    return retcode in PASSING

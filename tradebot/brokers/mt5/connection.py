@@ -11,11 +11,7 @@ from typing import Optional
 
 from twisted.internet import defer
 
-from tradebot.broker import (
-    BrokerError,
-    BrokerUnavailable,
-    OrderRefused,
-)
+from tradebot.broker import BrokerError, BrokerUnavailable, OrderRefused
 from tradebot.brokers.mt5 import codes
 from tradebot.brokers.mt5.errors import TerminalError
 from tradebot.brokers.mt5.links import LinkFailed

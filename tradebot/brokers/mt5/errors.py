@@ -7,10 +7,7 @@ unknown, a deal whose answer was lost, a call the module failed (with its
 from decimal import Decimal
 from typing import Optional
 
-from tradebot.broker import (
-    BrokerError,
-    BrokerUnavailable,
-)
+from tradebot.broker import BrokerError, BrokerUnavailable
 
 
 class OutcomeUnknown(BrokerUnavailable):

@@ -9,15 +9,7 @@ from typing import Tuple
 
 import numpy as np
 
-from tradebot.broker import (
-    BUY,
-    BrokerUnavailable,
-    Candles,
-    SymbolSpec,
-    Tick,
-    UnknownSymbol,
-    to_cents,
-)
+from tradebot.broker import BUY, BrokerUnavailable, Candles, SymbolSpec, Tick, UnknownSymbol, to_cents
 from tradebot.brokers.mt5 import codes
 from tradebot.brokers.mt5.errors import TerminalError, _decimal
 

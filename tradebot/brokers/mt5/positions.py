@@ -7,14 +7,7 @@ comment.
 from decimal import Decimal
 from typing import List, Optional
 
-from tradebot.broker import (
-    BUY,
-    SELL,
-    BrokerUnavailable,
-    ClosedPosition,
-    Position,
-    to_cents,
-)
+from tradebot.broker import BUY, SELL, BrokerUnavailable, ClosedPosition, Position, to_cents
 from tradebot.brokers.mt5 import codes
 from tradebot.brokers.mt5.errors import _decimal
 

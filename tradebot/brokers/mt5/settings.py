@@ -5,9 +5,7 @@ the identity of the terminal it names however the URL is written.
 
 import re
 
-from tradebot.broker import (
-    BrokerURL,
-)
+from tradebot.broker import BrokerURL
 
 #: Where the password comes from: never the URL, never a log line.
 PASSWORD_ENV = "TRADEBOT_MT5_PASSWORD"

@@ -30,11 +30,11 @@ URL: ``paper://?seed=7&speed=600&balance=10000&leverage=100`` (all optional).
 The package: `catalog` (symbols, profit and margin rules), `walks` (where
 prices come from), `market` (the shared market and its stops), `account`
 (one paper account, the broker interface), `backend` (the URL, saving).
-Everything is importable from here too.
+Their public names are importable from here too.
 """
 
 from tradebot.brokers.paper.account import PaperBroker  # noqa: F401 (importable from here too)
-from tradebot.brokers.paper.backend import STATE_KEY, PaperBackend, _param  # noqa: F401 (importable from here too)
+from tradebot.brokers.paper.backend import STATE_KEY, PaperBackend  # noqa: F401 (importable from here too)
 from tradebot.brokers.paper.catalog import (  # noqa: F401 (importable from here too)
     ACCOUNT_CURRENCY,
     CATALOG,
@@ -50,9 +50,4 @@ from tradebot.brokers.paper.catalog import (  # noqa: F401 (importable from here
     profit_in_quote,
     required_margin,
 )
-from tradebot.brokers.paper.market import (  # noqa: F401 (importable from here too)
-    BarReplayMarket,
-    PaperMarket,
-    _OpenPosition,
-)
-from tradebot.brokers.paper.walks import _ReplayWalk, _SymbolWalk  # noqa: F401 (importable from here too)
+from tradebot.brokers.paper.market import BarReplayMarket, PaperMarket  # noqa: F401 (importable from here too)

@@ -10,15 +10,7 @@ from typing import Dict
 
 from twisted.internet import defer
 
-from tradebot.broker import (
-    Broker,
-    BrokerUnavailable,
-    ClosedPosition,
-    OrderRefused,
-    OrderRequest,
-    Tick,
-    to_cents,
-)
+from tradebot.broker import Broker, BrokerUnavailable, ClosedPosition, OrderRefused, OrderRequest, Tick, to_cents
 from tradebot.brokers.paper.catalog import CATALOG, MAX_CLOSED
 from tradebot.brokers.paper.market import PaperMarket, _closed_from_dict, _closed_to_dict, _OpenPosition
 

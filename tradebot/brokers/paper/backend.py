@@ -12,10 +12,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tradebot.broker import (
-    BrokerBackend,
-    BrokerURL,
-)
+from tradebot.broker import BrokerBackend, BrokerURL
 from tradebot.brokers.paper.account import PaperBroker
 from tradebot.brokers.paper.catalog import CATALOG
 from tradebot.brokers.paper.market import PaperMarket

@@ -9,10 +9,7 @@ paper broker refuses with.
 from decimal import Decimal
 from typing import Dict
 
-from tradebot.broker import (
-    SELL,
-    SymbolSpec,
-)
+from tradebot.broker import SELL, SymbolSpec
 
 ACCOUNT_CURRENCY = "USD"
 

@@ -8,10 +8,7 @@ from typing import Optional
 
 import numpy as np
 
-from tradebot.broker import (
-    Candles,
-    SymbolSpec,
-)
+from tradebot.broker import Candles, SymbolSpec
 from tradebot.brokers.paper.catalog import MAX_BARS, WARM_UP_BARS
 
 
